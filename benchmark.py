@@ -1,0 +1,447 @@
+"""What MSTA costs, measured: against full fine-tuning, and against the machine's own matmul rate (issue 7).
+
+`python benchmark.py` builds a ViT-B/16-shaped CLIP with random weights in memory (clip.build_random: no download;
+speed and memory do not depend on the values) and measures, on one device in one run so that ratios compare:
+  1. ceiling    the dense matmul rate of large square matmuls, fp32 and bf16: the most the device can do
+  2. MSTA       one training step exactly as train.py runs it (forward, L_CE + L_CC, backward, AdamW step) in the
+                few-shot setting (r 128, blocks 8-12) and the paper's largest (r 256, blocks 1-12): median time,
+                peak memory, and achieved FLOP/s as a fraction of (1)
+  3. full FT    the same step with every CLIP weight trainable (frame-mean video feature, no adapters); and a
+                plain ViT-B/16 forward+backward, the reference for what FLOP/s this device reaches on this model
+  4. ablation   the MSTA few-shot step with its four efficiency measures off, all together and one at a time
+  5. inference  clips/s with the class text features cached, single view and UCF101's 5 x 3 views
+  6. data       data.read_frames on the 8 test-sampled frames of a 10-s 340x256 30-fps video (written here with
+                PyAV) vs decoding every frame; clips/s of reading plus the training transform in one single-threaded
+                process, i.e. per DataLoader worker
+The batch is random pixels (CPU: 2 videos, GPU: 32) x T = 8 frames; the text is UCF101's: 101 prompts "a video of
+{class}." and 2 spatial + 2 temporal descriptions per class, their features computed once (as train.py does).
+Precision as train.py: bf16 autocast on a GPU, fp32 on the CPU. Output: a table, target checks (PASS/MISS) and
+benchmark.json. `--quick` runs everything on the 4-layer random-tiny CLIP in a few seconds (the test's mode).
+
+Each configuration of 2-5 runs in a fresh process (`benchmark.py --worker NAME`, one JSON line on stdout), so
+its peak memory is its own. What "peak memory" is:
+  GPU  torch.cuda.max_memory_allocated() over the warm-up and timed steps, reset just before them: weights,
+       activations, gradients and optimiser state (the baseline before the first step is reported too);
+  CPU  the process's peak RSS (getrusage ru_maxrss) minus its RSS after building the model, the text tokens and
+       description features and the optimiser, just before the first step: what training adds on top of the
+       resident weights (activations, gradients, AdamW state, allocator slack).
+
+Shape legend: B videos, V views, T frames, N tokens per frame (1 + grid^2), D width, C classes, K descriptions
+per class, E embedding, L text length, L' trimmed text length, r adapter rank.
+"""
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+
+import torch
+
+import adapters
+import clip
+import losses
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The efficiency measures of MSTA's step (item 4), by the name --worker off-NAME switches off.
+MEASURES = {
+    "prefix": "no-grad frozen prefix",    # off: autograd records the frozen blocks below the first adapter
+    "cache": "text prefix cached",        # off: the text prefix is recomputed every step
+    "trim": "text trimmed to L'",         # off: all 77 token positions, as OpenAI's encode_text runs them
+    "desc": "description features cached",  # off: re-encoded by the frozen text branch every step
+}
+# Model sizes: the real one, and random-tiny for --quick (its 4 blocks stand in for ViT-B/16's 12).
+SIZES = {
+    "ViT-B/16": dict(clip="random-ViT-B/16", few_shot=(128, (8, 12)), largest=(256, (1, 12)),
+                     video=(10, 340, 256)),  # seconds, width, height of the data benchmark's video
+    "tiny": dict(clip="random-tiny", few_shot=(16, (3, 4)), largest=(32, (1, 4)), video=(2, 68, 52)),
+}
+VIEWS = (5, 3)  # UCF101's test views, clips x crops (evaluate.VIEWS): 15 views per video
+DESCRIPTIONS = 2  # of each kind (spatial, temporal) per class, train.py's --num-descriptions default
+TARGETS = dict(time=0.5, memory=0.4, measures=1.5, sparse=3.0, utilisation=1.5)  # issue 7
+
+
+# ---------------------------------------------------------------------------------------------- the models
+def embed_text_full(model, tokens):
+    """clip.CLIP.embed_text without the trim: all L = 77 positions, as OpenAI's reference encode_text runs them."""
+    x = model.token_embedding(tokens).to(model.dtype) + model.positional_embedding.to(model.dtype)  # (C, L, D)
+    return x, model.attn_mask
+
+
+class AblationMSTA(adapters.MSTA):
+    """adapters.MSTA whose efficiency measures can be switched off, for item 4. With none off, every call goes to
+    adapters.MSTA's own code, so the measured step is the real one. ("cache" off is done by the step itself:
+    it empties _text_cache before each forward.)"""
+
+    def __init__(self, clip_model, off=(), **kwargs):
+        super().__init__(clip_model, **kwargs)
+        self.off = frozenset(off)
+        if "trim" in self.off:
+            # An instance attribute shadows CLIP.embed_text for this model only, so MSTA.text_prefix and
+            # CLIP.encode_text (the frozen description branch) both run all 77 positions.
+            clip_model.embed_text = types.MethodType(embed_text_full, clip_model)
+
+    def encode_video(self, videos):
+        """As MSTA.encode_video; with "prefix" off the frozen blocks below the first adapter run under autograd
+        and the backward pass goes through them (input gradients only: their weights stay frozen). That is what
+        an implementation pays when anything below the first adapter wants a gradient; a plain one whose
+        prefix sees no trainable tensor records nothing there either (autograd skips it)."""
+        if "prefix" not in self.off:
+            return super().encode_video(videos)
+        B, T = videos.shape[:2]
+        visual, blocks = self.clip.visual, self.clip.visual.transformer.resblocks
+        with torch.no_grad():
+            z = visual.embed(videos.flatten(0, 1))  # (B, T, 3, H, W) -> (B*T, 3, H, W) -> (B*T, N, D)
+        z.requires_grad_(True)  # a leaf wanting a gradient: autograd records every block above it
+        for block in blocks[:self.start]:
+            z = block(z)
+        z = self.adapted_blocks(z, blocks, lambda j, u: self.adapters[str(j)].vision(u, T))  # (B*T, N, D)
+        return visual.head(z).view(B, T, -1).mean(1)  # (B*T, E) -> (B, T, E) -> (B, E)
+
+    def text_prefix(self, tokens):
+        """As MSTA.text_prefix; with "prefix" and "cache" both off, the prefix runs each step under autograd."""
+        if not {"prefix", "cache"} <= self.off:
+            return super().text_prefix(tokens)
+        x, mask = self.clip.embed_text(tokens)  # (C, L', D), (L', L')
+        x.requires_grad_(True)
+        for block in self.clip.transformer.resblocks[:self.start]:
+            x = block(x, mask)
+        return x, mask
+
+
+class FullFineTune(torch.nn.Module):
+    """Full fine-tuning, ViFi-CLIP style: every CLIP weight trainable, the video feature the frame mean, no
+    adapters. It has MSTA's interface (encode_video, encode_text, logits, .clip), so one step serves both."""
+
+    def __init__(self, clip_model):
+        super().__init__()
+        self.clip = clip_model.requires_grad_(True)
+
+    def encode_video(self, videos):
+        B, T = videos.shape[:2]
+        return self.clip.encode_image(videos.flatten(0, 1)).view(B, T, -1).mean(1)  # (B*T, E) -> (B, E)
+
+    def encode_text(self, tokens, adapted=True):
+        if adapted:
+            return self.clip.encode_text(tokens)
+        with torch.no_grad():  # the frozen description branch, as losses.description_features calls it
+            return self.clip.encode_text(tokens)
+
+    logits = adapters.MSTA.logits  # exp(logit_scale) * cos in fp32: the same head as MSTA's
+
+
+# ---------------------------------------------------------------------------------------------- FLOP counts
+# Only matrix multiplies are counted (2mnk for an (m, k) @ (k, n)), in the model-FLOP convention: LayerNorm,
+# softmax, activations, the loss and the optimiser are left out (a few % of the work), and so are recomputations
+# the kernels may do (FlashAttention's backward). Counted is what the step actually runs: the cached text prefix
+# and the cached description features cost nothing in a step. Backward, per matmul: the gradient of its input
+# costs the forward again (dY W^T), the gradient of its weight once more (X^T dY). So a block whose weights train
+# costs 2x its forward; a frozen block the gradient passes through costs 1x for its linear layers and 2x for the
+# two attention products (both of whose operands need gradients); a block whose input needs no gradient and whose
+# weights are frozen (the no-grad prefix, and the first adapted block's frozen path) costs nothing.
+def mm(m, k, n):
+    """FLOPs of (m, k) @ (k, n)."""
+    return 2 * m * k * n
+
+
+def block_flops(seqs, n, d, weight_grad=False, input_grad=False):
+    """(forward, backward) FLOPs of one transformer block on `seqs` sequences of n tokens at width d.
+
+    Forward: q, k, v and the output projection 4 x 2nd^2, the MLP (d -> 4d -> d) 2 x 8nd^2: 24nd^2 in linear
+    layers; q k^T and attention @ v 2 x 2n^2 d = 4n^2 d (the full n x n, causal mask or not)."""
+    linear, attention = seqs * 24 * n * d * d, seqs * 4 * n * n * d
+    backward = linear * (weight_grad + input_grad) + 2 * attention * (weight_grad or input_grad)
+    return linear + attention, backward
+
+
+def adapter_flops(msta, tokens, width, input_grad, seqs=None, T=None):
+    """(forward, backward) FLOPs of one adapter on `tokens` token vectors: down, shared, up; for vision (seqs =
+    B*N sequences of T frames) also the temporal module. Every adapter weight trains: backward 2x, less the
+    down-projection's input gradient where the block's input needs none (the first adapted block)."""
+    r = msta.rank
+    forward = mm(tokens, width, r) + mm(tokens, r, r) + mm(tokens, r, width)
+    if seqs is not None and msta.temporal == "attn":  # q, k projections r -> r/4, q k^T, weights @ h
+        forward += 2 * mm(tokens, r, r // 4) + seqs * (mm(T, r // 4, T) + mm(T, T, r))
+    elif seqs is not None and msta.temporal == "conv":  # groups = r: each of the D outputs sees 1 channel x 3 taps
+        forward += 2 * tokens * width * 3
+    return forward, 2 * forward - (0 if input_grad else mm(tokens, width, r))
+
+
+def step_flops(kind, model, B, T, prompts=None, msta=None, off=(), descriptions=()):
+    """Analytic (forward, backward) FLOPs of one step. kind: "msta", "full" (full fine-tuning), "vit" (image
+    encoder forward+backward) or "infer" (no backward); prompts (C, L) class tokens; descriptions: the (C*K, L)
+    token tensors re-encoded in the step ("desc" off)."""
+    v, t = model.visual, model.transformer
+    grid, P, D, E = v.input_resolution // v.patch_size, v.patch_size, v.width, v.output_dim
+    frames, N = B * T, grid * grid + 1
+    trains = kind in ("full", "vit")  # all weights train
+    fwd = mm(frames * grid * grid, 3 * P * P, D)  # the patch embedding, a stride-P conv = one matmul per patch
+    bwd = fwd if trains else 0  # its weight gradient only: the pixels need none
+    # Vision tower. Input gradients: full/vit from the first block (position and class embeddings train); MSTA
+    # above the first adapted block, or everywhere when autograd runs through the prefix ("prefix" off).
+    for j in range(v.layers):
+        input_grad = trains or (kind == "msta" and (j > msta.start or "prefix" in off))
+        f, b = block_flops(frames, N, D, trains, input_grad)
+        fwd, bwd = fwd + f, bwd + (b if kind != "infer" else 0)
+        if msta is not None and kind == "msta" and msta.start <= j < msta.stop:
+            f, b = adapter_flops(msta, frames * N, D, input_grad, seqs=B * N, T=T)
+            fwd, bwd = fwd + f, bwd + b
+        elif msta is not None and kind == "infer" and msta.start <= j < msta.stop:
+            fwd += adapter_flops(msta, frames * N, D, False, seqs=B * N, T=T)[0]
+    fwd += mm(frames, D, E)  # ln_post(class token) @ proj
+    bwd += mm(frames, D, E) * (2 if trains else 1 if kind == "msta" else 0)
+    if kind in ("vit", "infer"):
+        return fwd, bwd
+    # Text tower on the class prompts; full fine-tuning and MSTA trim them to L' (clip.CLIP.embed_text).
+    C, W = len(prompts), t.width
+    L = prompts.shape[1] if "trim" in off else int(prompts.argmax(-1).max()) + 1
+    first = 0 if (kind == "full" or "cache" in off) else msta.start  # the cached prefix does not run
+    for j in range(first, t.layers):
+        input_grad = kind == "full" or j > msta.start or {"prefix", "cache"} <= set(off)
+        f, b = block_flops(C, L, W, kind == "full", input_grad)
+        fwd, bwd = fwd + f, bwd + b
+        if kind == "msta" and msta.start <= j < msta.stop:
+            f, b = adapter_flops(msta, C * L, W, input_grad)
+            fwd, bwd = fwd + f, bwd + b
+    fwd += mm(C, W, E)  # ln_final(end token) @ text_projection
+    bwd += mm(C, W, E) * (2 if kind == "full" else 1)
+    # Descriptions re-encoded in the step by the frozen branch: no backward. losses.description_features runs
+    # them in chunks of 256, each trimmed to its own longest text (or all 77 positions with "trim" off).
+    for tokens in descriptions:
+        for chunk in tokens.split(256):
+            Lc = chunk.shape[1] if "trim" in off else int(chunk.argmax(-1).max()) + 1
+            fwd += t.layers * block_flops(len(chunk), Lc, W)[0] + mm(len(chunk), W, E)
+    return fwd, bwd
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, warmup, steps, device):
+    """Seconds of each of `steps` calls of fn after `warmup` untimed ones; the device is synchronised around
+    each call, so the time is the work's, not the launch's."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def rss_now():
+    """Resident set size in bytes, from /proc (Linux); None elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def rss_peak():
+    """Peak RSS of this process in bytes (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+class PeakMemory:
+    """Peak memory over a stretch of work (see the module docstring for exactly what is measured)."""
+
+    def __init__(self, device):
+        self.device = device
+        gc.collect()
+        if device.type == "cuda":
+            sync(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            self.baseline = torch.cuda.memory_allocated(device)
+        else:
+            self.baseline, self.setup_peak = rss_now(), rss_peak()
+
+    def result(self):
+        if self.device.type == "cuda":
+            sync(self.device)
+            return dict(peak_bytes=torch.cuda.max_memory_allocated(self.device), baseline_bytes=self.baseline,
+                        memory_measure="cuda max_memory_allocated during the steps (includes the weights)")
+        peak = rss_peak()
+        out = dict(peak_bytes=peak - self.baseline if self.baseline is not None else None,
+                   baseline_bytes=self.baseline, peak_rss_bytes=peak,
+                   memory_measure="peak RSS minus RSS before the first step (excludes the resident weights)")
+        if peak <= self.setup_peak:  # ru_maxrss is a lifetime maximum: the steps never rose above the setup
+            out["memory_measure"] += "; the steps never exceeded the setup's peak, so this is an upper bound"
+        return out
+
+
+def matmul_ceiling(device, quick):
+    """Best GFLOP/s of large square matmuls per dtype: the device's dense ceiling. Each size repeats for at
+    least 0.3 s (0.05 s in --quick) after one untimed call."""
+    sizes = (512,) if quick else (2048, 4096) if device.type == "cpu" else (4096, 8192)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        del dtypes["bf16"]
+    out = {}
+    for name, dtype in dtypes.items():
+        best = None
+        for n in sizes:
+            a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+            a @ b
+            sync(device)
+            reps, t0 = 0, time.perf_counter()
+            while reps < 2 or time.perf_counter() - t0 < (0.05 if quick else 0.3):
+                a @ b
+                reps += 1
+                if reps % 8 == 0:
+                    sync(device)
+            sync(device)
+            rate = mm(n, n, n) * reps / (time.perf_counter() - t0)
+            if best is None or rate > best["flops_per_s"]:
+                best = dict(flops_per_s=rate, n=n)
+        out[name] = best
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the workers
+def setup(args):
+    """Device, autocast context, batch size and model size for a worker."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")  # train.py's default
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
+    batch = args.batch or (32 if device.type == "cuda" else 2)
+    return device, precision, autocast, batch, SIZES["tiny" if args.quick else "ViT-B/16"]
+
+
+def ucf101_text():
+    """UCF101's class prompts (C, L) and its first 2 spatial and 2 temporal descriptions per class, (C*K, L)
+    each, all tokenised to 77 positions. Class names are the keys of descriptions/ucf101.json, in its order."""
+    with open(os.path.join(HERE, "descriptions", "ucf101.json")) as f:
+        table = json.load(f)
+    names = list(table)
+    prompts = clip.tokenize([f"a video of {name}." for name in names])  # train.class_tokens' template
+    spatial, temporal = ([s for name in names for s in table[name][kind][:DESCRIPTIONS]]
+                         for kind in ("spatial", "temporal"))
+    return prompts, clip.tokenize(spatial, truncate=True), clip.tokenize(temporal, truncate=True)
+
+
+def per_class(tokens, C):
+    """(C*K, L) -> the (C, K, L) form losses.description_features takes."""
+    return tokens.view(C, -1, tokens.shape[1])
+
+
+def cached_description_features(model, spatial, temporal, C, cache_dir, name):
+    """losses.description_features for both kinds, computed once and kept in cache_dir for the next workers
+    (the random CLIP is the same in every process, seed 0, so are its features)."""
+    path = os.path.join(cache_dir, f"descriptions-{name.replace('/', '-')}.pt") if cache_dir else None
+    device = model.clip.logit_scale.device
+    if path and os.path.exists(path):
+        return [f.to(device) for f in torch.load(path, weights_only=True)]
+    feats = [losses.description_features(model, per_class(tokens, C)) for tokens in (spatial, temporal)]
+    if path:
+        torch.save([f.cpu() for f in feats], path + ".tmp")
+        os.replace(path + ".tmp", path)
+    return feats
+
+
+def train_worker(name, args):
+    """One training configuration: time, memory and FLOPs of its step."""
+    device, precision, autocast, B, size = setup(args)
+    T, kind = args.frames, "full" if name == "full-ft" else "vit" if name == "vit" else "msta"
+    rank, blocks = size["largest"] if name == "msta-largest" else size["few_shot"]
+    off = set(MEASURES) if name == "off-all" else {name[4:]} if name.startswith("off-") else set()
+    torch.manual_seed(0)
+    model = clip.build_random(size["clip"]).to(device)
+    prompts, spatial, temporal = (x.to(device) for x in ucf101_text())
+    C = len(prompts)
+    if kind == "msta":
+        net = AblationMSTA(model, off=off, num_frames=T, rank=rank, blocks=blocks)
+        trainable, total = adapters.parameter_counts(net)
+    else:
+        net = FullFineTune(model)
+        trainable = total = sum(p.numel() for p in model.parameters())
+    R = model.visual.input_resolution
+    videos = torch.randn(B, T, 3, R, R, device=device)
+    labels = torch.randint(0, C, (B,), device=device)
+    if kind != "vit":
+        spatial_feats, temporal_feats = cached_description_features(net, spatial, temporal, C, args.cache_dir,
+                                                                    size["clip"])
+    params = [p for p in net.parameters() if p.requires_grad]
+    # train.py's optimiser; its state is created by the first (warm-up) step.
+    optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=1e-3)
+
+    def train_step():  # train.py's loop body, with the ablation's switches
+        s, t = spatial_feats, temporal_feats
+        if "cache" in off:
+            net._text_cache.clear()
+        if "desc" in off:
+            s, t = (losses.description_features(net, per_class(x, C)) for x in (spatial, temporal))
+        with autocast:
+            text = net.encode_text(prompts)                                    # (C, E)
+            logits = net.logits(net.encode_video(videos), text)                # (B, C)
+        loss = losses.total_loss(logits, labels, text, s, t)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def vit_step():  # the reference: image encoder forward + backward, every weight trainable, no optimiser
+        with autocast:
+            out = model.visual(videos.flatten(0, 1))                           # (B*T, E)
+        optimizer.zero_grad(set_to_none=True)
+        out.float().square().mean().backward()
+
+    memory = PeakMemory(device)
+    times = timed(vit_step if kind == "vit" else train_step, args.warmup, args.steps, device)
+    fwd, bwd = step_flops(kind, model, B, T, prompts, net if kind == "msta" else None, off,
+                          (spatial, temporal) if "desc" in off else ())
+    return dict(config=name, kind=kind, off=sorted(off), rank=rank if kind == "msta" else None,
+                blocks=list(blocks) if kind == "msta" else None, batch=B, frames=T, classes=C,
+                precision=precision, trainable_params=trainable, backbone_params=total,
+                time_s=statistics.median(times), times_s=times, flops_forward=fwd, flops_backward=bwd,
+                flops=fwd + bwd, flops_per_s=(fwd + bwd) / statistics.median(times), **memory.result())
+
+
+def infer_worker(name, args):
+    """Inference with MSTA few-shot: class text features computed once, then video features and logits."""
+    device, precision, autocast, B, size = setup(args)
+    T = args.frames
+    rank, blocks = size["few_shot"]
+    torch.manual_seed(0)
+    model = clip.build_random(size["clip"]).to(device)
+    net = adapters.MSTA(model, num_frames=T, rank=rank, blocks=blocks).eval()
+    prompts = ucf101_text()[0].to(device)
+    R, V = model.visual.input_resolution, VIEWS[0] * VIEWS[1]
+    # Multi-view as evaluate.py: 8 videos x 15 views per batch on a GPU; one video's 15 views on the CPU.
+    Bm = min(8, max(1, B // 4)) if device.type == "cuda" else 1
+    with torch.no_grad(), autocast:
+        text = net.encode_text(prompts)  # (C, E): once per label set
+
+    def run(videos, views):
+        with torch.no_grad(), autocast:
+            feats = net.encode_video(videos)                                   # (B*V, E)
+        return net.logits(feats, text).softmax(-1).view(-1, views, len(text)).sum(1)  # (B, C), summed over views
+
+    single = torch.randn(B, T, 3, R, R, device=device)
+    multi = torch.randn(Bm * V, T, 3, R, R, device=device)                     # (B*V, T, 3, H, W)
+    memory = PeakMemory(device)
+    t1 = timed(lambda: run(single, 1), args.warmup, args.steps, device)
+    # The CPU runs the 15-view batch (1 video, 120 frames) once, warmed up by the single-view runs; a GPU warms
+    # it up on its own shapes.
+    mv_warmup, mv_steps = (0, 1) if device.type == "cpu" else (args.warmup, args.steps)
+    tm = timed(lambda: run(multi, V), mv_warmup, mv_steps, device)
+    f1, fm = step_flops("infer", model, B, T, msta=net)[0], step_flops("infer", model, Bm * V, T, msta=net)[0]
+    s1, sm = statistics.median(t1), statistics.median(tm)
+    return dict(config=name, precision=precision, frames=T, rank=rank, blocks=list(blocks),
+                single=dict(videos=B, views=1, time_s=s1, times_s=t1, clips_per_s=B / s1, videos_per_s=B / s1,
+                            flops=f1, flops_per_s=f1 / s1),
+                multi=dict(videos=Bm, views=V, time_s=sm, times_s=tm, clips_per_s=Bm * V / sm,
+                           videos_per_s=Bm / sm, flops=fm, flops_per_s=fm / sm),
+                **memory.result())

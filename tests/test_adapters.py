@@ -1,0 +1,247 @@
+"""Tests of adapters.py: the paper's parameter counts, equivalence to the frozen CLIP when the adapters are off,
+MMA's gradient scaling, real temporal modelling, a frozen backbone, the text prefix cache, checkpoints, autocast.
+
+A small random CLIP ("random-tiny": width 128, 4 layers per tower, 32 px images, N = 17) keeps every test fast;
+the parameter counts use ViT-B/16's shapes on the meta device (no memory, no initialisation).
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import adapters
+import clip
+import losses
+from adapters import MSTA, GradScale, parameter_counts, format_counts, scaled_residual
+
+T = 4  # frames per test video
+
+
+def tiny(temporal="attn", blocks=(2, 4), rank=32, seed=0):
+    """An MSTA on a fresh random-tiny CLIP; rank 32 divides the width 128, as the conv's groups=r requires."""
+    torch.manual_seed(seed)
+    return MSTA(clip.build_random("random-tiny"), num_frames=T, rank=rank, blocks=blocks, temporal=temporal)
+
+
+def videos(B=2, seed=1):
+    return torch.randn(B, T, 3, 32, 32, generator=torch.Generator().manual_seed(seed))  # (B, T, 3, H, W)
+
+
+def class_tokens():
+    return clip.tokenize(["a video of apply eye makeup.", "a video of yo yo.", "a video of kick ball."])  # (C, L)
+
+
+def zero_adapter_outputs(model):
+    """Make every adapter's output A exactly zero: the up-projections (and the temporal conv) are all zero."""
+    with torch.no_grad():
+        for adapter in model.adapters.values():
+            for p in [*adapter.vision_up.parameters(), *adapter.text_up.parameters()]:
+                p.zero_()
+            if isinstance(adapter.temporal, adapters.TemporalConv):
+                for p in adapter.temporal.parameters():
+                    p.zero_()
+
+
+# ------------------------------------------------------------------------------------------- parameter counts
+@pytest.mark.parametrize("rank, blocks, expected", [
+    (128, (8, 12), 1_744_000),   # the released few-shot and base-to-novel runs
+    (256, (1, 12), 8_712_192),   # the paper's headline "8.7M"
+])
+def test_paper_parameter_counts_conv_vit_b16(rank, blocks, expected):
+    model = MSTA(clip.build_random("random-ViT-B/16", device="meta"), rank=rank, blocks=blocks, temporal="conv")
+    trainable, backbone = parameter_counts(model)
+    assert trainable == expected
+    assert backbone == 124_323_841  # ViT-B/16 without the 49,408 x 512 token table: the paper's 124.3M
+    assert all(p.requires_grad == k.startswith("adapters.") for k, p in model.named_parameters())
+
+
+def test_attention_variant_stays_under_budget_and_format():
+    model = MSTA(clip.build_random("random-ViT-B/16", device="meta"), rank=256, blocks=(1, 12), temporal="attn")
+    trainable, backbone = parameter_counts(model)
+    # per block: the conv variant's 726,016 - 3,072 + position table 8 x 256 + query/key 2 x (256 x 64 + 64)
+    assert trainable == 12 * (726_016 - 3_072 + 8 * 256 + 2 * (256 * 64 + 64)) == 9_094_656 < 9_500_000
+    assert format_counts(8_712_192, backbone) == "trainable 8.71M of 124.32M (7.0%)"
+
+
+def test_invalid_arguments_raise():
+    for blocks in [(0, 3), (3, 2), (1, 5)]:  # random-tiny has 4 blocks per tower; blocks are 1-based
+        with pytest.raises(ValueError, match="blocks"):
+            tiny(blocks=blocks)
+    with pytest.raises(ValueError, match="temporal"):
+        tiny(temporal="lstm")
+
+
+# ----------------------------------------------------------------------------- equivalence with frozen CLIP
+@pytest.mark.parametrize("temporal", ["attn", "conv", "none"])
+def test_zero_adapters_equal_frozen_clip(temporal):
+    model = tiny(temporal)
+    zero_adapter_outputs(model)
+    v, tokens = videos(), class_tokens()
+    with torch.no_grad():
+        frames = model.clip.encode_image(v.flatten(0, 1)).view(2, T, -1).mean(1)  # frozen CLIP frame mean (B, E)
+        text = model.clip.encode_text(tokens)                                     # (C, E)
+        torch.testing.assert_close(model.encode_video(v), frames, rtol=0, atol=1e-6)
+        torch.testing.assert_close(model.encode_text(tokens), text, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.encode_text(tokens, adapted=False), text, rtol=0, atol=0)
+
+
+def test_adapters_change_the_output_and_frozen_branch_ignores_them():
+    model, v, tokens = tiny(), videos(), class_tokens()
+    with torch.no_grad():
+        assert not torch.allclose(model.encode_text(tokens), model.clip.encode_text(tokens), atol=1e-5)
+        frames = model.clip.encode_image(v.flatten(0, 1)).view(2, T, -1).mean(1)  # (B*T, E) -> (B, E)
+        assert not torch.allclose(model.encode_video(v), frames, atol=1e-5)
+    assert not model.encode_text(tokens, adapted=False).requires_grad  # frozen branch runs without autograd
+
+
+def test_blocks_before_the_first_adapted_one_run_without_autograd():
+    model, grad_enabled = tiny(blocks=(3, 4)), []
+    for tower in (model.clip.visual.transformer, model.clip.transformer):
+        for j, block in enumerate(tower.resblocks):
+            block.register_forward_hook(lambda mod, inp, out, j=j: grad_enabled.append((j, torch.is_grad_enabled())))
+    model(videos(), class_tokens())
+    assert sorted(set(grad_enabled)) == [(0, False), (1, False), (2, True), (3, True)]
+
+
+# ------------------------------------------------------------------------------------------ gradient scaling
+def test_grad_scale_identity():
+    x = torch.randn(5, requires_grad=True)
+    y = GradScale.apply(x, 0.25)
+    assert torch.equal(y, x)
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.full((5,), 0.25))
+
+
+def test_gradient_scaling_learns_as_if_lambda_were_one():
+    """Adapter weight gradients with lambda and the trick equal those of lambda = 1 without it; the gradient
+    reaching the frozen stream through the adapter is lambda times that of lambda = 1."""
+    torch.manual_seed(0)
+    adapter = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 8))
+    block_out, u0, g = torch.randn(3, 8), torch.randn(3, 8), torch.randn(3, 8)  # g: fixed upstream gradient
+
+    def grads(output_fn):
+        adapter.zero_grad()
+        u = u0.clone().requires_grad_(True)
+        (output_fn(u) * g).sum().backward()
+        return [p.grad.clone() for p in adapter.parameters()], u.grad
+
+    lam = 0.005
+    w_trick, u_trick = grads(lambda u: scaled_residual(block_out, u, adapter, lam))
+    w_plain, u_plain = grads(lambda u: block_out + 1.0 * adapter(u))  # lambda = 1, no trick
+    for a, b in zip(w_trick, w_plain):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(u_trick, lam * u_plain)
+    # and the forward pass is the plain lambda-weighted residual
+    torch.testing.assert_close(scaled_residual(block_out, u0, adapter, lam), block_out + lam * adapter(u0))
+
+
+# ---------------------------------------------------------------------------------------- temporal modelling
+@pytest.mark.parametrize("temporal, order_matters", [("attn", True), ("conv", True), ("none", False)])
+def test_reversing_frames(temporal, order_matters):
+    model, v = tiny(temporal), videos()
+    with torch.no_grad():
+        diff = (model.encode_video(v) - model.encode_video(v.flip(1))).abs().max().item()
+    # Measured: ~1e-3 for attn/conv, ~2e-7 (summation-order noise) for none.
+    assert (diff > 1e-5) if order_matters else (diff < 1e-5)
+
+
+@pytest.mark.parametrize("temporal", ["attn", "conv", "none"])
+def test_other_frame_counts(temporal):
+    model = tiny(temporal)  # built for T = 4; attn resamples its position table to 6 or 1 frames
+    for frames in (6, 1):
+        with torch.no_grad():
+            out = model.encode_video(torch.randn(2, frames, 3, 32, 32))
+        assert out.shape == (2, 64) and torch.isfinite(out).all()
+
+
+# --------------------------------------------------------------------------------------------- frozen backbone
+def test_optimizer_step_leaves_clip_bit_identical():
+    model, v, tokens = tiny("conv"), videos(), class_tokens()
+    before = {k: t.clone() for k, t in model.clip.state_dict(keep_vars=False).items()}
+    adapters_before = {k: t.clone() for k, t in model.trainable_state_dict().items()}
+    model.train()
+    assert not model.clip.training and model.adapters.training
+    # Every parameter goes to the optimiser, with weight decay: frozen ones must still not move.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    text = model.encode_text(tokens)
+    logits = model.logits(model.encode_video(v), text)
+    loss = losses.total_loss(logits, torch.tensor([0, 2]), text, torch.randn(3, 64), torch.randn(3, 64))
+    loss.backward()
+    optimizer.step()
+    assert all(p.grad is None for p in model.clip.parameters())
+    after = model.clip.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert all(not torch.equal(adapters_before[k], t) for k, t in model.trainable_state_dict().items()
+               if k.endswith("weight"))
+
+
+# -------------------------------------------------------------------------------------------- text prefix cache
+def test_text_prefix_cache_matches_uncached_and_invalidates():
+    model = tiny(blocks=(3, 4))  # a two-block prefix to cache
+    tokens = class_tokens()
+
+    def uncached(t):
+        model._text_cache.clear()
+        return model.encode_text(t)
+
+    first = model.encode_text(tokens)
+    assert len(model._text_cache) == 1
+    again = model.encode_text(tokens.clone())  # another tensor, same content: a cache hit
+    assert len(model._text_cache) == 1 and torch.equal(again, first)
+    assert torch.equal(first, uncached(tokens))
+    x, mask = model.text_prefix(tokens)  # the cached prefix equals the frozen embedding + blocks 1-2
+    with torch.no_grad():
+        ref, ref_mask = model.clip.embed_text(tokens)
+        for block in model.clip.transformer.resblocks[:2]:
+            ref = block(ref, ref_mask)
+    assert torch.equal(x, ref) and torch.equal(mask, ref_mask)
+
+    other = clip.tokenize(["a video of sword exercise.", "a video of kick.", "a video of yo yo."])  # same shape
+    out_other = model.encode_text(other)
+    assert len(model._text_cache) == 2 and not torch.allclose(out_other, first)
+    assert torch.equal(out_other, uncached(other))
+    tokens[0, 5] = other[0, 5]  # changed in place: same address, new content, so no stale hit
+    assert torch.equal(model.encode_text(tokens), uncached(tokens))
+    for i in range(10):  # the cache stays small
+        model.encode_text(clip.tokenize([f"a video of class {i}."]))
+    assert len(model._text_cache) <= 8
+
+
+def test_text_cache_keeps_gradients_to_adapters():
+    model, tokens = tiny(blocks=(3, 4)), class_tokens()
+    for _ in range(2):  # second call is a cache hit; gradients must still reach the text adapters
+        model.zero_grad()
+        model.encode_text(tokens).square().sum().backward()
+        assert model.adapters["2"].text_down.weight.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def test_trainable_state_dict_round_trip():
+    model = tiny()
+    sd = model.trainable_state_dict()
+    assert sd and all(k.startswith("adapters.") for k in sd)
+    assert sum(t.numel() for t in sd.values()) == parameter_counts(model)[0]
+    assert {k.split(".")[1] for k in sd} == {"1", "2", "3"}  # blocks 2-4 sit beside resblocks.1-3
+    other = tiny(seed=1)
+    v, tokens = videos(), class_tokens()
+    assert not torch.allclose(other(v, tokens), model(v, tokens))
+    other.load_trainable_state_dict(sd)
+    torch.testing.assert_close(other(v, tokens), model(v, tokens), rtol=0, atol=0)
+    with pytest.raises(RuntimeError):  # strict: a missing adapter key
+        other.load_trainable_state_dict({k: t for k, t in sd.items() if "shared" not in k})
+    with pytest.raises(KeyError):  # nothing but adapter keys
+        other.load_trainable_state_dict({**sd, "clip.logit_scale": torch.tensor(0.0)})
+
+
+# ------------------------------------------------------------------------------------------------- autocast
+@pytest.mark.parametrize("temporal", ["attn", "conv"])
+def test_autocast_bf16_cpu(temporal):
+    model, v, tokens = tiny(temporal), videos(), class_tokens()
+    reference = model(v, tokens).detach()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(v, tokens)
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    torch.testing.assert_close(logits.detach(), reference, rtol=0.05, atol=0.05)
+    F.cross_entropy(logits, torch.tensor([0, 1])).backward()
+    assert all(p.dtype == torch.float32 for p in model.adapters.parameters())
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.adapters.parameters())
+    assert model.encode_text(tokens).dtype == torch.float32  # the fp32 cache entry is not reused under autocast

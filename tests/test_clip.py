@@ -1,0 +1,362 @@
+"""Tests for clip.py (CLIP, Radford et al. 2021): same weights in, same numbers out; golden token ids; file handling.
+
+No network and no real weights: checkpoints are small random CLIPs written here in OpenAI's exact formats (a traced
+TorchScript archive with fp16 weights and the scalar entries input_resolution / context_length / vocab_size, and a
+plain state dict). The comparison with OpenAI's reference code runs only where the clip-anytorch package is
+installed (not in CI). Shape legend as in clip.py: B images, N tokens, D width, E embedding, C texts, L length.
+"""
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import urllib.error
+import urllib.request
+import warnings
+import zipfile
+from collections import OrderedDict
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root: our clip.py
+import clip  # noqa: E402
+
+# (embed, resolution, vision layers, vision width, patch, context, vocab, text width, text layers) of the published
+# ViTs, written out here independently of clip.py; heads are width // 64 in all of them.
+PUBLISHED = {
+    "ViT-B/32": (512, 224, 12, 768, 32, 77, 49408, 512, 12),
+    "ViT-B/16": (512, 224, 12, 768, 16, 77, 49408, 512, 12),
+    "ViT-L/14": (768, 224, 24, 1024, 14, 77, 49408, 768, 12),
+    "ViT-L/14@336px": (768, 336, 24, 1024, 14, 77, 49408, 768, 12),
+}
+SMALL = (64, 32, 2, 128, 8, 77, 49408, 128, 2)  # 2 heads of 64 per tower, N = 1 + 4^2 = 17 tokens
+
+
+def openai_shapes(embed, res, v_layers, v_width, patch, ctx, vocab, t_width, t_layers):
+    """OpenAI's state-dict keys, in the released checkpoints' order, with their shapes."""
+    def blocks(prefix, width, layers):
+        for i in range(layers):
+            p = f"{prefix}resblocks.{i}."
+            yield from [(p + "attn.in_proj_weight", (3 * width, width)), (p + "attn.in_proj_bias", (3 * width,)),
+                        (p + "attn.out_proj.weight", (width, width)), (p + "attn.out_proj.bias", (width,)),
+                        (p + "ln_1.weight", (width,)), (p + "ln_1.bias", (width,)),
+                        (p + "mlp.c_fc.weight", (4 * width, width)), (p + "mlp.c_fc.bias", (4 * width,)),
+                        (p + "mlp.c_proj.weight", (width, 4 * width)), (p + "mlp.c_proj.bias", (width,)),
+                        (p + "ln_2.weight", (width,)), (p + "ln_2.bias", (width,))]
+    return OrderedDict([
+        ("positional_embedding", (ctx, t_width)), ("text_projection", (t_width, embed)), ("logit_scale", ()),
+        ("visual.class_embedding", (v_width,)), ("visual.positional_embedding", ((res // patch) ** 2 + 1, v_width)),
+        ("visual.proj", (v_width, embed)), ("visual.conv1.weight", (v_width, 3, patch, patch)),
+        ("visual.ln_pre.weight", (v_width,)), ("visual.ln_pre.bias", (v_width,)),
+        *blocks("visual.transformer.", v_width, v_layers),
+        ("visual.ln_post.weight", (v_width,)), ("visual.ln_post.bias", (v_width,)),
+        *blocks("transformer.", t_width, t_layers),
+        ("token_embedding.weight", (vocab, t_width)), ("ln_final.weight", (t_width,)), ("ln_final.bias", (t_width,)),
+    ])
+
+
+def is_fp16_in_release(key):
+    """OpenAI's released weights are fp16 for convolutions, linear layers and projections, fp32 for the rest."""
+    return (key.endswith(("in_proj_weight", "in_proj_bias", "proj", "text_projection", "conv1.weight"))
+            or ".mlp." in key or ".out_proj." in key)
+
+
+def random_openai_state_dict(cfg, seed=0):
+    """A random CLIP state dict in OpenAI's exact format: their names, order and fp16/fp32 mix."""
+    g = torch.Generator().manual_seed(seed)
+    sd = OrderedDict()
+    for key, shape in openai_shapes(*cfg).items():
+        if key.endswith(("ln_1.weight", "ln_2.weight", "ln_pre.weight", "ln_post.weight", "ln_final.weight")):
+            t = 1 + 0.1 * torch.randn(shape, generator=g)
+        elif key == "logit_scale":
+            t = torch.tensor(4.6052)  # log(100), the released models' value
+        else:  # fan-in scaled so activations stay O(1) through the layers
+            std = 0.02 if key.endswith("bias") or len(shape) < 2 else shape[-1] ** -0.5
+            t = std * torch.randn(shape, generator=g)
+        sd[key] = t.half() if is_fp16_in_release(key) else t
+    return sd
+
+
+def save_torchscript(sd, path):
+    """Trace a CLIP holding sd's fp16/fp32 weights and save it as OpenAI's released .pt files are: a TorchScript
+    archive whose state also holds 0-d input_resolution, context_length and vocab_size, and no causal mask."""
+    model = clip.build_model(sd)
+    for name, p in model.named_parameters():
+        p.data = p.data.to(sd[name].dtype)  # back to the release's fp16/fp32 mix
+    model.attn_mask = model._buffers.pop("attn_mask")  # a plain attribute: tracing bakes it in as a constant
+    del model.context_length, model.vocab_size  # these names become tensors, as in OpenAI's archive
+    res = model.visual.input_resolution
+    for name, value in (("input_resolution", res), ("context_length", 77), ("vocab_size", 49408)):
+        model.register_buffer(name, torch.tensor(value))
+    images, tokens = torch.randn(2, 3, res, res).half(), clip.tokenize(["a dog", "a cat"])
+    with warnings.catch_warnings():  # the tracer's notes on the text trimming: the graph is never run here
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace_module(model, {"forward": (images, tokens), "encode_image": (images,),
+                                                "encode_text": (tokens,)}, check_trace=False)
+    traced.save(str(path))
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """(state dict, path of the TorchScript archive, path of the plain state dict) of one small random CLIP."""
+    d = tmp_path_factory.mktemp("ckpt")
+    sd = random_openai_state_dict(SMALL)
+    save_torchscript(sd, d / "small_ts.pt")
+    torch.save(sd, d / "small_sd.pt")
+    return sd, d / "small_ts.pt", d / "small_sd.pt"
+
+
+def inputs(res=32, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    texts = ["a photo of a dog", "Apply Eye Makeup", "x", "playing the violin, outdoors, at night"]
+    return torch.randn(3, 3, res, res, generator=g), clip.tokenize(texts)
+
+
+# ------------------------------------------------------------------------------------------ loading files
+def test_both_formats_load_to_the_same_model(checkpoints, monkeypatch):
+    sd, ts_path, sd_path = checkpoints
+    assert "constants.pkl" in {n.split("/", 1)[1] for n in zipfile.ZipFile(ts_path).namelist()}  # TorchScript
+    with pytest.raises(Exception), warnings.catch_warnings():  # why clip.py reads archives itself:
+        warnings.simplefilter("ignore")  # torch.load refuses them under weights_only=True
+        torch.load(ts_path, weights_only=True)
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("TorchScript must not be run"))
+    (m_ts, pre), (m_sd, _) = clip.load(ts_path), clip.load(str(sd_path))
+    images, tokens = inputs()
+    for m in (m_ts, m_sd):
+        assert not m.training and all(p.dtype == torch.float32 for p in m.parameters())
+        assert list(m.state_dict()) == list(sd)  # OpenAI's names and order, no rename table
+        assert all(torch.equal(m.state_dict()[k], v.float()) for k, v in sd.items())
+    assert m_ts.visual.input_resolution == 32 and m_ts.context_length == 77 and m_ts.vocab_size == 49408
+    with torch.no_grad():
+        assert torch.equal(m_ts.encode_image(images), m_sd.encode_image(images))
+        assert torch.equal(m_ts.encode_text(tokens), m_sd.encode_text(tokens))
+        logits_per_image, logits_per_text = m_ts(images, tokens)
+    assert logits_per_image.shape == (3, 4) and torch.equal(logits_per_text, logits_per_image.t())
+
+
+def test_archive_scalars_are_read(checkpoints):
+    sd, ts_path, _ = checkpoints
+    raw = clip._read_checkpoint(ts_path)
+    assert set(raw) == set(sd) | {"input_resolution", "context_length", "vocab_size"}
+    assert (int(raw["input_resolution"]), int(raw["context_length"]), int(raw["vocab_size"])) == (32, 77, 49408)
+    assert raw["visual.conv1.weight"].dtype == torch.float16 and raw["token_embedding.weight"].dtype == torch.float32
+
+
+def test_preprocess():
+    from PIL import Image
+    _, preprocess = clip.load("random-tiny")
+    x = preprocess(Image.new("RGBA", (71, 45), (255, 0, 0, 128)))  # any size and mode -> (3, 32, 32)
+    assert x.shape == (3, 32, 32)
+    assert torch.allclose(x[:, 0, 0], (torch.tensor([1.0, 0, 0]) - torch.tensor(clip._MEAN)) / torch.tensor(clip._STD))
+
+
+@pytest.mark.parametrize("name", ["RN50", "RN50x64"])
+def test_resnet_names_are_refused(name):
+    with pytest.raises(clip.CLIPError, match="only ViT backbones are supported"):
+        clip.load(name)
+
+
+def test_bad_files_give_clear_errors(checkpoints, tmp_path):
+    sd, ts_path, sd_path = checkpoints
+    with pytest.raises(clip.CLIPError, match="neither a model name.*nor an existing file"):
+        clip.load("ViT-B/99")
+    with pytest.raises(clip.CLIPError, match="nor an existing file"):
+        clip.load(str(tmp_path / "missing.pt"))
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pt")
+    with pytest.raises(clip.CLIPError, match="not a CLIP checkpoint: it has no visual.conv1.weight"):
+        clip.load(tmp_path / "other.pt")
+    resnet = {k: v for k, v in sd.items() if not k.startswith("visual.")}
+    resnet["visual.layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
+    torch.save(resnet, tmp_path / "rn.pt")
+    with pytest.raises(clip.CLIPError, match="only ViT backbones are supported"):
+        clip.load(tmp_path / "rn.pt")
+    torch.save({k: v for k, v in sd.items() if k != "ln_final.bias"}, tmp_path / "partial.pt")
+    with pytest.raises(clip.CLIPError, match="ln_final.bias"):
+        clip.load(tmp_path / "partial.pt")
+    (tmp_path / "junk.pt").write_bytes(b"this is not a checkpoint" * 10)
+    with pytest.raises(clip.CLIPError, match="neither a TorchScript archive nor a state dict"):
+        clip.load(tmp_path / "junk.pt")
+    for src in (ts_path, sd_path):
+        data = src.read_bytes()
+        (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+        with pytest.raises(clip.CLIPError, match="truncated"):
+            clip.load(tmp_path / "cut.pt")
+
+
+# --------------------------------------------------------------------------------------------- download
+def serve(tmp_path, data, sha=None):
+    """A file:// URL shaped like OpenAI's, .../<sha256>/ViT-B-16.pt, serving data (urllib handles file://)."""
+    sha = sha or hashlib.sha256(data).hexdigest()
+    f = tmp_path / "server" / sha / "ViT-B-16.pt"
+    f.parent.mkdir(parents=True)
+    f.write_bytes(data)
+    return f.as_uri(), sha
+
+
+def test_download_verifies_caches_and_replaces(checkpoints, tmp_path, monkeypatch):
+    data = checkpoints[1].read_bytes()
+    url, sha = serve(tmp_path, data)
+    cache = tmp_path / "cache"
+    monkeypatch.setitem(clip._MODELS, "ViT-B/16", url)
+    model, _ = clip.load("ViT-B/16", download_root=str(cache))  # downloads, verifies, loads
+    assert (cache / "ViT-B-16.pt").read_bytes() == data and model.visual.input_resolution == 32
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("a verified file is re-used"))
+    clip.load("ViT-B/16", download_root=str(cache))
+    monkeypatch.undo()
+    (cache / "ViT-B-16.pt").write_bytes(data[:1000])  # a corrupt cached copy is replaced by a good download
+    with pytest.warns(UserWarning, match="SHA-256"):
+        assert clip._download(url, str(cache)) == str(cache / "ViT-B-16.pt")
+    assert (cache / "ViT-B-16.pt").read_bytes() == data
+
+
+def test_tampered_download_fails_the_sha256_check(tmp_path):
+    good = b"the released weights"
+    url, _ = serve(tmp_path, b"the released weights, tampered", sha=hashlib.sha256(good).hexdigest())
+    with pytest.raises(clip.CLIPError, match="SHA-256"):
+        clip._download(url, str(tmp_path / "cache"))
+    assert os.listdir(tmp_path / "cache") == []  # nothing kept, not even the partial file
+
+
+def test_offline_error_says_where_to_put_the_file(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(clip.CLIPError, match=f"put the file at {tmp_path / 'ViT-B-32.pt'}"):
+        clip.load("ViT-B/32", download_root=str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------------ tokens
+# Golden ids from OpenAI's reference tokenizer (clip-anytorch 2.6.0, clip.tokenize with ftfy 6), printed once and
+# pasted here: id lists without the zero padding.
+GOLDEN = {
+    "a photo of a dog.": [49406, 320, 1125, 539, 320, 1929, 269, 49407],
+    "Café crème brûlée": [49406, 15304, 1075, 12138, 614, 711, 127, 119, 75, 13489, 49407],
+    "naïve façade": [49406, 1097, 35689, 563, 778, 10067, 1928, 49407],
+    "Tom &amp; Jerry &lt;3": [49406, 2435, 261, 9164, 283, 274, 49407],
+    "I ❤️ my 🐶": [49406, 328, 1752, 607, 10631, 49407],
+    "ApplyEyeMakeup": [49406, 882, 75, 693, 693, 5853, 49407],
+    "Yo Yo": [49406, 3497, 3497, 49407],
+    "it's they'll we've": [49406, 585, 568, 889, 1342, 649, 1200, 49407],
+    "pi is 3.14159": [49406, 5357, 533, 274, 269, 272, 275, 272, 276, 280, 49407],
+    "  multiple\t\nspaces  ": [49406, 6470, 9006, 49407],
+    "日本語": [49406, 39121, 44353, 34002, 508, 49407],
+    "mojibake cafÃ©": [49406, 617, 3252, 11878, 15304, 49407],
+    "Pushing something from left to right": [49406, 11549, 2006, 633, 1823, 531, 1155, 49407],
+    "": [49406, 49407],
+    " ".join(["word"] * 100): [49406] + [2653] * 75 + [49407],  # 102 tokens, cut to 77 with truncate=True
+}
+
+
+@pytest.mark.parametrize("text", list(GOLDEN))
+def test_golden_token_ids(text):
+    ids = GOLDEN[text]
+    expected = torch.zeros(1, 77, dtype=torch.long)
+    expected[0, :len(ids)] = torch.tensor(ids)
+    assert torch.equal(clip.tokenize(text, truncate=True), expected)
+
+
+def test_too_long_text_raises_unless_truncated():
+    long = " ".join(["word"] * 100)
+    with pytest.raises(clip.CLIPError, match="truncate=True"):
+        clip.tokenize(["short", long])
+    assert clip.tokenize("hello", context_length=5).tolist() == [[49406, 3306, 49407, 0, 0]]
+    assert clip.tokenize(long, context_length=8, truncate=True)[0, -1] == 49407  # the end token stays last
+
+
+# ------------------------------------------------------------------------------------------------- model
+def test_trimmed_text_encoding_equals_full_length(checkpoints):
+    model = clip.build_model(checkpoints[0])
+    _, tokens = inputs()
+    with torch.no_grad():
+        trimmed = model.encode_text(tokens)  # runs only up to the longest end token
+        x = model.token_embedding(tokens) + model.positional_embedding  # (C, 77, D), all 77 positions
+        full = model.text_head(model.transformer(x, model.attn_mask), tokens)
+    assert model.embed_text(tokens)[0].shape[1] < 77
+    torch.testing.assert_close(trimmed, full, rtol=1e-5, atol=1e-5)  # float rounding only
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED))
+def test_architecture_is_inferred_from_shapes(name):
+    embed, res, v_layers, v_width, patch, ctx, vocab, t_width, t_layers = PUBLISHED[name]
+    shapes = openai_shapes(*PUBLISHED[name])
+    sd = {k: torch.empty(s, device="meta") for k, s in shapes.items()}  # shapes only, nothing allocated
+    assert clip.vit_config(sd) == dict(
+        embed_dim=embed, image_resolution=res, vision_patch_size=patch, vision_layers=v_layers,
+        vision_width=v_width, vision_heads=v_width // 64, context_length=ctx, vocab_size=vocab,
+        transformer_width=t_width, transformer_heads=t_width // 64, transformer_layers=t_layers)
+    with torch.device("meta"):
+        model = clip.CLIP(**clip.vit_config(sd))
+    assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == list(shapes.items())
+    assert model.visual.input_resolution == res
+
+
+def test_vit_b16_parameter_count():
+    model = clip.build_random("random-ViT-B/16", device="meta")
+    total = sum(p.numel() for p in model.parameters())
+    assert total == 149_620_737
+    assert total - model.token_embedding.weight.numel() == 124_323_841
+
+
+def test_random_tiny_is_deterministic_and_round_trips(tmp_path):
+    a, b = clip.build_random("random-tiny"), clip.build_random("random-tiny")
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    torch.save(a.state_dict(), tmp_path / "tiny.pt")
+    c, _ = clip.load(tmp_path / "tiny.pt")  # same architecture read back from the shapes (heads included)
+    images, tokens = inputs()
+    with torch.no_grad():
+        assert a.encode_image(images).shape == (3, 64)
+        torch.testing.assert_close(c(images, tokens), a(images, tokens))
+
+
+# ------------------------------------------------------------- optional: OpenAI's reference implementation
+def reference_clip():
+    """OpenAI's package (clip-anytorch), imported from its file under another name: our clip.py shadows it."""
+    try:
+        init = str(importlib.metadata.distribution("clip-anytorch").locate_file("clip/__init__.py"))
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("clip-anytorch (OpenAI's reference code) is not installed")
+    if "openai_clip" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("openai_clip", init,
+                                                      submodule_search_locations=[os.path.dirname(init)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["openai_clip"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["openai_clip"]
+
+
+def assert_same_outputs(ours, theirs, images, tokens_list):
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    with torch.no_grad():
+        pairs = [(ours.encode_image(images), theirs.encode_image(images))]
+        pairs += [(ours.encode_text(t), theirs.encode_text(t)) for t in tokens_list]
+    for a, b in pairs:
+        assert ((a - b).abs().max() / b.abs().max()) < 1e-4
+
+
+def test_matches_reference_small_from_both_files(checkpoints):
+    ref = reference_clip()
+    _, ts_path, sd_path = checkpoints
+    images, tokens = inputs()
+    long = clip.tokenize(" ".join(["word"] * 100), truncate=True)
+    for path in (ts_path, sd_path):
+        theirs, their_pre = ref.load(str(path), device="cpu")
+        ours, _ = clip.load(path)
+        assert_same_outputs(ours, theirs, images, [tokens, torch.cat([tokens, long])])
+
+
+def test_matches_reference_vit_b16_size():
+    ref = reference_clip()
+    sd = random_openai_state_dict(PUBLISHED["ViT-B/16"])
+    theirs = ref.model.build_model(dict(sd)).float()  # as their load() does on CPU
+    ours = clip.build_model(sd)
+    images, tokens = inputs(res=224)
+    assert_same_outputs(ours, theirs, images[:2], [tokens])
+
+
+def test_tokenize_matches_reference_on_awkward_strings():
+    ref = reference_clip()
+    texts = ["Café crème", "&amp;amp; &quot;", "🙂🙃 emoji", "ÆØÅ", "\u200b zero width", "e\u0301",
+             "<|endoftext|> in", "don't", "a a a aaaa", "$100 #tag @user", "tab\tnew\nline", "Ελληνικά", "中文 测试",
+             "x" * 300]
+    assert torch.equal(clip.tokenize(texts, truncate=True), ref.tokenize(texts, truncate=True))

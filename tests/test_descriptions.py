@@ -1,0 +1,111 @@
+"""The description files: every class of every dataset has 4 + 4 distinct, specific sentences that fit CLIP's
+context, and both our format and the authors' published one load through data.load_descriptions."""
+import csv
+import json
+import os
+import re
+
+import pytest
+
+import clip
+import data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FOLDER = os.path.join(ROOT, "descriptions")
+COUNTS = {"ucf101": 101, "hmdb51": 51, "k400": 400, "k600": 600, "ssv2": 174}
+# The published class lists (ViFi-CLIP's label CSVs), present beside the checkout in CI and development.
+REFERENCE = os.path.join(os.path.dirname(ROOT), "shared", "reference", "vifi-clip-labels")
+PUBLISHED = {"ucf101": "ucf_101_labels.csv", "hmdb51": "hmdb_51_labels.csv", "k400": "kinetics_400_labels.csv",
+             "k600": "kinetics_600_labels.csv", "ssv2": "ssv2_labels.csv"}
+
+
+def load(name):
+    with open(os.path.join(FOLDER, f"{name}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("name", sorted(COUNTS))
+def test_every_class_has_four_plus_four_good_sentences(name):
+    table = load(name)
+    assert len(table) == COUNTS[name]
+    seen = {}
+    for cls, entry in table.items():
+        assert set(entry) == {"spatial", "temporal"}, cls
+        for kind in ("spatial", "temporal"):
+            sentences = entry[kind]
+            assert len(sentences) == 4, (cls, kind)
+            for s in sentences:
+                assert isinstance(s, str) and s.strip() == s and len(s.split()) >= 5, (cls, s)
+                assert "\n" not in s
+                # Not a bare template: a sentence must say more than the class name.
+                stripped = re.sub(re.escape(cls.lower()), "", s.lower())
+                assert len(stripped.split()) >= 4, (cls, s)
+                assert s.lower() not in seen, f"{cls!r} and {seen.get(s.lower())!r} share {s!r}"
+                seen[s.lower()] = cls
+    # Every sentence fits the 77-token context: tokenize raises on overflow unless truncate=True.
+    sentences = [s for entry in table.values() for kind in ("spatial", "temporal") for s in entry[kind]]
+    tokens = clip.tokenize(sentences)
+    assert tokens.shape == (len(sentences), 77)
+
+
+def test_kinetics600_reuses_kinetics400_sentences():
+    k400, k600 = load("k400"), load("k600")
+    shared = [c for c in k600 if c in k400]
+    assert len(shared) == 368  # the Kinetics-600 class names that Kinetics-400 has too
+    for c in shared:
+        assert k600[c] == k400[c], c
+    new = [c for c in k600 if c not in k400]
+    assert len(new) == 232
+
+
+def published_names(name):
+    with open(os.path.join(REFERENCE, PUBLISHED[name]), newline="") as f:
+        names = [row["name"] for row in csv.DictReader(f)]
+    if name == "ucf101":
+        names = [data.ucf_text(n) for n in names]  # the published list keeps CamelCase; data.py splits it
+    return names
+
+
+@pytest.mark.skipif(not os.path.isdir(REFERENCE), reason="published class lists not beside the checkout")
+@pytest.mark.parametrize("name", sorted(COUNTS))
+def test_keys_are_the_published_classes_in_order(name):
+    assert list(load(name)) == published_names(name)
+
+
+def test_protocol_class_sets_are_covered():
+    facts = data.protocol_facts()
+    for name in ("ucf101", "hmdb51", "k400", "ssv2"):
+        assert set(facts[name]["base"]) <= set(load(name))
+    for split in facts["k600"]["zero_shot"]:
+        assert len(split) == 160 and set(split) <= set(load("k600"))
+
+
+def test_synthetic_descriptions_cover_the_synthetic_classes():
+    names = data.build_dataset("synthetic", None, "full", 1, train=False, num_frames=4, resolution=32).classnames
+    spatial, temporal = data.load_descriptions("synthetic", names, 2, FOLDER)
+    assert len(spatial) == len(temporal) == len(names) and all(len(s) == 2 for s in spatial + temporal)
+
+
+def test_loader_takes_first_n_of_each_kind_by_name():
+    table = load("hmdb51")
+    names = ["wave", "brush hair"]  # any subset, any order (base-to-novel trains on a subset)
+    spatial, temporal = data.load_descriptions("hmdb51", names, 3, FOLDER)
+    assert spatial[0] == table["wave"]["spatial"][:3] and temporal[1] == table["brush hair"]["temporal"][:3]
+
+
+def test_authors_published_format_loads_unchanged(tmp_path):
+    """{N}_{s|t}_description_{dataset}.json keyed "0".."C-1" by class index in the dataset's full order."""
+    classes = list(load("ucf101"))
+    for kind in ("s", "t"):
+        payload = {str(i): [f"{kind} sentence {j} of class {i}." for j in range(8)] for i in range(len(classes))}
+        (tmp_path / f"8_{kind}_description_ucf101.json").write_text(json.dumps(payload))
+    subset = [classes[5], classes[0]]
+    spatial, temporal = data.load_descriptions("ucf101", subset, 2, str(tmp_path), all_classnames=classes)
+    assert spatial == [["s sentence 0 of class 5.", "s sentence 1 of class 5."],
+                       ["s sentence 0 of class 0.", "s sentence 1 of class 0."]]
+    assert temporal[1] == ["t sentence 0 of class 0.", "t sentence 1 of class 0."]
+
+
+def test_missing_class_is_a_clear_error(tmp_path):
+    with pytest.raises(data.DatasetError, match="no descriptions"):
+        data.load_descriptions("hmdb51", ["not a class"], 2, FOLDER)
