@@ -59,8 +59,9 @@ MEASURES = {
 # Model sizes: the real one, and random-tiny for --quick (its 4 blocks stand in for ViT-B/16's 12).
 SIZES = {
     "ViT-B/16": dict(clip="random-ViT-B/16", few_shot=(128, (8, 12)), largest=(256, (1, 12)),
-                     video=(10, 340, 256)),  # seconds, width, height of the data benchmark's video
-    "tiny": dict(clip="random-tiny", few_shot=(16, (3, 4)), largest=(32, (1, 4)), video=(2, 68, 52)),
+                     video=(10, 340, 256), resolution=224),  # seconds, width, height of the data part's video
+    "tiny": dict(clip="random-tiny", few_shot=(16, (3, 4)), largest=(32, (1, 4)), video=(2, 68, 52),
+                 resolution=32),
 }
 VIEWS = (5, 3)  # UCF101's test views, clips x crops (evaluate.VIEWS): 15 views per video
 DESCRIPTIONS = 2  # of each kind (spatial, temporal) per class, train.py's --num-descriptions default
@@ -274,7 +275,7 @@ class PeakMemory:
             return dict(peak_bytes=torch.cuda.max_memory_allocated(self.device), baseline_bytes=self.baseline,
                         memory_measure="cuda max_memory_allocated during the steps (includes the weights)")
         peak = rss_peak()
-        out = dict(peak_bytes=peak - self.baseline if self.baseline is not None else None,
+        out = dict(peak_bytes=max(0, peak - self.baseline) if self.baseline is not None else None,
                    baseline_bytes=self.baseline, peak_rss_bytes=peak,
                    memory_measure="peak RSS minus RSS before the first step (excludes the resident weights)")
         if peak <= self.setup_peak:  # ru_maxrss is a lifetime maximum: the steps never rose above the setup
@@ -352,8 +353,9 @@ def cached_description_features(model, spatial, temporal, C, cache_dir, name):
     return feats
 
 
-def train_worker(name, args):
-    """One training configuration: time, memory and FLOPs of its step."""
+def build_train_step(name, args):
+    """The model, data and optimiser of one training configuration: (step function, facts about it including its
+    analytic FLOPs, device). The step is train.py's loop body, with the ablation's switches."""
     device, precision, autocast, B, size = setup(args)
     T, kind = args.frames, "full" if name == "full-ft" else "vit" if name == "vit" else "msta"
     rank, blocks = size["largest"] if name == "msta-largest" else size["few_shot"]
@@ -378,7 +380,7 @@ def train_worker(name, args):
     # train.py's optimiser; its state is created by the first (warm-up) step.
     optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=1e-3)
 
-    def train_step():  # train.py's loop body, with the ablation's switches
+    def train_step():  # train.py's loop body
         s, t = spatial_feats, temporal_feats
         if "cache" in off:
             net._text_cache.clear()
@@ -391,22 +393,32 @@ def train_worker(name, args):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        return loss.detach()
 
     def vit_step():  # the reference: image encoder forward + backward, every weight trainable, no optimiser
         with autocast:
             out = model.visual(videos.flatten(0, 1))                           # (B*T, E)
         optimizer.zero_grad(set_to_none=True)
-        out.float().square().mean().backward()
+        loss = out.float().square().mean()
+        loss.backward()
+        return loss.detach()
 
-    memory = PeakMemory(device)
-    times = timed(vit_step if kind == "vit" else train_step, args.warmup, args.steps, device)
     fwd, bwd = step_flops(kind, model, B, T, prompts, net if kind == "msta" else None, off,
                           (spatial, temporal) if "desc" in off else ())
-    return dict(config=name, kind=kind, off=sorted(off), rank=rank if kind == "msta" else None,
-                blocks=list(blocks) if kind == "msta" else None, batch=B, frames=T, classes=C,
-                precision=precision, trainable_params=trainable, backbone_params=total,
-                time_s=statistics.median(times), times_s=times, flops_forward=fwd, flops_backward=bwd,
-                flops=fwd + bwd, flops_per_s=(fwd + bwd) / statistics.median(times), **memory.result())
+    facts = dict(config=name, kind=kind, off=sorted(off), rank=rank if kind == "msta" else None,
+                 blocks=list(blocks) if kind == "msta" else None, batch=B, frames=T, classes=C,
+                 precision=precision, trainable_params=trainable, backbone_params=total,
+                 flops_forward=fwd, flops_backward=bwd, flops=fwd + bwd)
+    return (vit_step if kind == "vit" else train_step), facts, device
+
+
+def train_worker(name, args):
+    """One training configuration: time, memory and FLOPs of its step."""
+    step, facts, device = build_train_step(name, args)
+    memory = PeakMemory(device)
+    times = timed(step, args.warmup, args.steps, device)
+    return dict(facts, time_s=statistics.median(times), times_s=times,
+                flops_per_s=facts["flops"] / statistics.median(times), **memory.result())
 
 
 def infer_worker(name, args):
@@ -445,3 +457,355 @@ def infer_worker(name, args):
                 multi=dict(videos=Bm, views=V, time_s=sm, times_s=tm, clips_per_s=Bm * V / sm,
                            videos_per_s=Bm / sm, flops=fm, flops_per_s=fm / sm),
                 **memory.result())
+
+
+def write_video(path, seconds, width, height, fps=30):
+    """A test video with PyAV: a textured background panning 2 px per frame and a square crossing it, so the
+    encoder sees real motion. H.264 (libx264) when the PyAV wheel has it, else MPEG-4 Part 2; the encoder's
+    defaults otherwise (libx264: a keyframe every 250 frames, B-frames), as ffmpeg re-encoded datasets have."""
+    import av  # imported here: only the data part needs it
+
+    codec = next((c for c in ("libx264", "h264", "mpeg4") if _has_encoder(av, c)), None)
+    if codec is None:
+        raise RuntimeError("this PyAV build has neither an H.264 nor an MPEG-4 encoder")
+    g = torch.Generator().manual_seed(0)
+    texture = torch.nn.functional.interpolate(torch.rand(1, 3, height // 8, width // 4 + 1, generator=g),
+                                              size=(height, 2 * width), mode="bilinear")[0]  # (3, H, 2W)
+    with av.open(path, "w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(seconds * fps):
+            shift = (2 * i) % width
+            img = texture[:, :, shift:shift + width].clone()                   # (3, H, W)
+            x, y = (5 * i) % (width - 40), height // 3
+            img[:, y:y + 40, x:x + 40] = 1.0
+            img = (img.permute(1, 2, 0) * 255).to(torch.uint8).contiguous()   # (3, H, W) -> (H, W, 3)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img.numpy(), format="rgb24")))
+        out.mux(stream.encode())  # flush the encoder's delayed frames
+    return codec
+
+
+def _has_encoder(av, name):
+    try:
+        av.codec.Codec(name, "w")
+        return True
+    except Exception:  # PyAV raises UnknownCodecError or ValueError depending on the version
+        return False
+
+
+def decode_everything(path, indices):
+    """The dense baseline: decode every frame of the file and convert each to RGB (torchvision.io.read_video's
+    way), then pick the wanted ones."""
+    import av
+
+    with av.open(path) as container:
+        frames = [torch.from_numpy(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+    return torch.stack([frames[i] for i in indices])  # (T, H, W, 3)
+
+
+def keyframe_count(path):
+    import av
+
+    with av.open(path) as container:
+        return sum(p.is_keyframe for p in container.demux(video=0) if p.size)
+
+
+def data_worker(name, args):
+    """Item 6: the sparse reader vs decoding every frame, and the training pipeline's clips/s, in one process of
+    one thread (a DataLoader worker: torch gives each one thread; FFmpeg keeps its own decoder threads)."""
+    import data  # imported here: only this part needs PyAV and torchvision
+
+    torch.set_num_threads(1)
+    size, T = SIZES["tiny" if args.quick else "ViT-B/16"], args.frames
+    seconds, width, height = size["video"]
+    reps = 1 if args.quick else 5
+    cpu = torch.device("cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "video.mp4")
+        codec = write_video(path, seconds, width, height)
+        length = data.video_length(path)
+        indices = data.sample_indices(length, T, train=False)  # the single-view test's segment centres
+        reader = sys.modules.get(data.read_frames.__module__)  # video.py counts the pictures it decodes
+        before = getattr(reader, "decoded_frames", None)
+        if not torch.equal(data.read_frames(path, indices), decode_everything(path, indices)):
+            raise RuntimeError("data.read_frames differs from a full decode at the same indices")
+        decoded = None if before is None else reader.decoded_frames - before
+        sparse = timed(lambda: data.read_frames(path, indices), 1, reps, cpu)
+        full = timed(lambda: decode_everything(path, indices), 1, reps, cpu)
+        # The whole training pipeline for one clip through data.py's public API: a one-video "list" dataset,
+        # each item = open, demux, 8 random TSN frames, augmentation, normalisation -> (T, 3, r, r).
+        with open(os.path.join(tmp, "train.txt"), "w") as f:
+            f.write("video.mp4 0\n")
+        with open(os.path.join(tmp, "labels.csv"), "w") as f:
+            f.write("id,name\n0,video\n")
+        dataset = data.build_dataset("list", tmp, "full", train=True, num_frames=T, resolution=size["resolution"],
+                                     train_list=os.path.join(tmp, "train.txt"),
+                                     labels_csv=os.path.join(tmp, "labels.csv"))
+        pipeline = timed(lambda: dataset[0], 1, 2 if args.quick else 10, cpu)
+        keyframes = keyframe_count(path)
+    s, f, p = statistics.median(sparse), statistics.median(full), statistics.median(pipeline)
+    return dict(config=name, codec=codec, seconds=seconds, width=width, height=height, fps=30, frames=length,
+                keyframes=keyframes, indices=indices, sparse_s=s, sparse_times_s=sparse,
+                sparse_decoded_frames=decoded, full_decode_s=f, full_times_s=full, sparse_speedup=f / s,
+                pipeline_s=p, pipeline_times_s=pipeline, pipeline_clips_per_s=1 / p,
+                resolution=size["resolution"], threads=torch.get_num_threads())
+
+
+WORKERS = {  # name -> (function, row label); the order is the order they run and print in
+    "msta-few-shot": (train_worker, "MSTA few-shot (r {r}, blocks {b})"),
+    "msta-largest": (train_worker, "MSTA largest (r {r}, blocks {b})"),
+    "full-ft": (train_worker, "full fine-tuning"),
+    "vit": (train_worker, "plain {model} fwd+bwd (reference)"),
+    "off-all": (train_worker, "MSTA few-shot, all 4 measures off"),
+    **{f"off-{m}": (train_worker, f"  off: {text}") for m, text in MEASURES.items()},
+    "infer": (infer_worker, "inference"),
+    "data": (data_worker, "data"),
+}
+
+
+# ---------------------------------------------------------------------------------------------- the report
+def machine():
+    """What ran it: CPU model, threads, GPU, versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    out = dict(cpu=cpu, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), python=platform.python_version(),
+               torch=torch.__version__, platform=platform.platform())
+    if torch.cuda.is_available():
+        out.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda)
+    return out
+
+
+class OtherLoad:
+    """The share of the CPUs that other processes used while the benchmark ran: all busy CPU time (/proc/stat)
+    minus this process's and its children's. Timings on a machine others are using are not to be trusted."""
+
+    def __init__(self):
+        self.start = self.sample()
+
+    @staticmethod
+    def sample():
+        try:
+            with open("/proc/stat") as f:
+                user, nice, system, idle, iowait, irq, softirq = map(int, f.readline().split()[1:8])
+        except (OSError, ValueError):
+            return None
+        ours = sum(getattr(resource.getrusage(who), k) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                   for k in ("ru_utime", "ru_stime"))
+        return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"), ours, time.time()
+
+    def share(self):
+        end = self.sample()
+        if self.start is None or end is None:
+            return None
+        busy, ours, wall = (e - s for e, s in zip(end, self.start))
+        return max(0.0, (busy - ours) / (wall * (os.cpu_count() or 1)))
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def check(results):
+    """The issue's targets, read from this run's numbers: [(pass, line)]."""
+    train, lines = results["train"], []
+    fs, full, off, vit = (train.get(k, {}) for k in ("msta-few-shot", "full-ft", "off-all", "vit"))
+    d = results.get("data", {})
+
+    def add(value, ok, text):
+        lines.append(dict(passed=bool(ok) if value is not None else None, value=value, text=text))
+
+    r = ratio(fs.get("time_s"), full.get("time_s"))
+    add(r, r is not None and r <= TARGETS["time"],
+        f"MSTA few-shot step time / full fine-tuning: {r:.2f}x (target <= {TARGETS['time']}x)" if r else
+        "MSTA few-shot step time / full fine-tuning: not measured")
+    r = ratio(fs.get("peak_bytes"), full.get("peak_bytes"))
+    add(r, r is not None and r <= TARGETS["memory"],
+        f"MSTA few-shot peak memory / full fine-tuning: {r:.2f}x (target <= {TARGETS['memory']}x)" if r else
+        "MSTA few-shot peak memory / full fine-tuning: not measured")
+    r = ratio(off.get("time_s"), fs.get("time_s"))
+    add(r, r is not None and r >= TARGETS["measures"],
+        f"efficiency measures together: {r:.2f}x faster than all off (target >= {TARGETS['measures']}x)" if r else
+        "efficiency measures together: not measured")
+    r = d.get("sparse_speedup")
+    add(r, r is not None and r >= TARGETS["sparse"],
+        f"sparse decoding: {r:.2f}x faster than decoding every frame (target >= {TARGETS['sparse']}x)" if r else
+        "sparse decoding: not measured")
+    u, v = fs.get("utilisation"), vit.get("utilisation")
+    r = ratio(v, u)
+    add(r, r is not None and r <= TARGETS["utilisation"],
+        f"FLOP utilisation: MSTA few-shot {100 * u:.1f}% vs plain ViT fwd+bwd {100 * v:.1f}% of the "
+        f"{fs.get('precision')} ceiling: {r:.2f}x apart (target within {TARGETS['utilisation']}x)" if r else
+        "FLOP utilisation: not measured")
+    return lines
+
+
+def table(results):
+    """The screen report (also what the README's Performance section shows)."""
+    m, s, train = results["machine"], results["settings"], results["train"]
+    out = [f"MSTA benchmark: {s['model']} with random weights on {s['device']} ({m.get('gpu', m['cpu'])}, "
+           f"{m['torch_threads']} threads), torch {m['torch']}",
+           f"{s['precision']}, batch {s['batch']} videos x {s['frames']} frames, {s['classes']} classes (UCF101) "
+           f"+ {DESCRIPTIONS}+{DESCRIPTIONS} descriptions each; median of {s['steps']} steps after {s['warmup']} "
+           "warm-up"]
+    busy = m.get("other_processes_cpu_share")
+    if busy is not None:
+        out.append(f"other processes used {100 * busy:.0f}% of the CPUs during the run"
+                   + (": the machine was busy, so the timings are disturbed" if busy > 0.1 else ""))
+    out.append("")
+    c = results["ceiling"]
+    out.append("1. dense matmul ceiling: " + ", ".join(
+        f"{k} {v['flops_per_s'] / 1e9:,.0f} GFLOP/s (n={v['n']})" for k, v in c.items()))
+    full = train.get("full-ft", {})
+    fs = train.get("msta-few-shot", {})
+    mib = lambda b: f"{b / 2**20:,.0f}" if b is not None else "-"  # noqa: E731
+    x = lambda a, b: f"{a / b:.2f}x" if a is not None and b else "-"  # noqa: E731
+    header = (f"{'':40s} {'trainable':>10s} {'step s':>7s} {'vs full':>7s} {'vs MSTA':>7s} {'peak MiB':>9s} "
+              f"{'vs full':>7s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'of ceil':>7s}")
+    out += ["", "2-4. training step (forward, L_CE + L_CC, backward, AdamW)" + " " * 2, header]
+    for name, row in train.items():
+        if name == "off-all":
+            out.append("     efficiency measures off (4. ablation):")
+        if "error" in row:
+            out.append(f"{row['label']:40s} FAILED: {row['error'].splitlines()[-1] if row['error'] else ''}")
+            continue
+        tr = f"{row['trainable_params'] / 1e6:.2f}M" if row["kind"] != "vit" else "all"
+        out.append(f"{row['label']:40s} {tr:>10s} {row['time_s']:7.2f} {x(row['time_s'], full.get('time_s')):>7s} "
+                   f"{x(row['time_s'], fs.get('time_s')):>7s} {mib(row['peak_bytes']):>9s} "
+                   f"{x(row['peak_bytes'], full.get('peak_bytes')):>7s} {row['flops'] / 1e9:7.0f} "
+                   f"{row['flops_per_s'] / 1e9:8.1f} {100 * row['utilisation']:6.1f}%")
+    mem = fs.get("memory_measure") or full.get("memory_measure")
+    if mem:
+        out.append(f"     peak memory = {mem}")
+    inf = results.get("inference", {})
+    if "single" in inf:
+        out += ["", f"5. inference, MSTA few-shot, class text features cached ({inf['precision']})"]
+        for key, what in (("single", "single view"), ("multi", f"{VIEWS[0]}x{VIEWS[1]} views")):
+            r = inf[key]
+            out.append(f"   {what:14s} {r['videos']} video(s) x {r['views']:2d} views per batch: "
+                       f"{r['clips_per_s']:7.2f} clips/s, {r['videos_per_s']:7.3f} videos/s, "
+                       f"{100 * r['utilisation']:.1f}% of ceiling")
+    elif inf:
+        out += ["", f"5. inference FAILED: {inf.get('error', '').splitlines()[-1:]}"]
+    d = results.get("data", {})
+    if "sparse_s" in d:
+        out += ["", f"6. data: {d['seconds']} s {d['width']}x{d['height']} {d['fps']} fps {d['codec']} video, "
+                    f"{d['frames']} frames, {d['keyframes']} keyframe(s); {len(d['indices'])} test-sampled frames",
+                f"   sparse read (data.read_frames)  {1e3 * d['sparse_s']:8.1f} ms"
+                + (f"  ({d['sparse_decoded_frames']} pictures decoded)" if d["sparse_decoded_frames"] else ""),
+                f"   decode every frame (+ RGB)       {1e3 * d['full_decode_s']:8.1f} ms  -> sparse is "
+                f"{d['sparse_speedup']:.2f}x faster",
+                f"   training pipeline per worker    {d['pipeline_clips_per_s']:8.2f} clips/s (read + augment to "
+                f"{len(d['indices'])}x3x{d['resolution']}x{d['resolution']}, 1 thread)"]
+    elif d:
+        out += ["", f"6. data FAILED: {d.get('error', '').splitlines()[-1:]}"]
+    out += ["", "target checks (issue 7):"]
+    out += [f"{'PASS' if c['passed'] else 'MISS' if c['passed'] is False else 'N/A '}  {c['text']}"
+            for c in results["targets"]]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--output", default="benchmark.json", help="where the JSON results go")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default: CPU 3, GPU 10)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: CPU 1, GPU 3)")
+    p.add_argument("--batch", type=int, default=None, help="videos per step (default: CPU 2, GPU 32)")
+    p.add_argument("--frames", type=int, default=8, help="frames per video T")
+    p.add_argument("--precision", default=None, choices=("bf16", "fp16", "fp32"),
+                   help="autocast dtype of the steps (default as train.py: bf16 on a GPU, fp32 on the CPU)")
+    p.add_argument("--quick", action="store_true", help="random-tiny CLIP, 1 warm-up + 1 timed step, a 2-s video, "
+                   "all in this process: seconds, for tests (its numbers mean nothing)")
+    p.add_argument("--worker", default=None, choices=list(WORKERS), help=argparse.SUPPRESS)  # one configuration
+    p.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)  # shared description features
+    args = p.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    if args.steps is None:
+        args.steps = 1 if args.quick else 10 if cuda else 3
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 3 if cuda else 1
+    return args
+
+
+def run_worker(name, args, cache_dir):
+    """Run one configuration in a fresh Python process; its result is the JSON line it prints last. --quick runs
+    it in this process instead (a process start costs more than a tiny configuration; memory is then shared)."""
+    if args.quick:
+        threads = torch.get_num_threads()
+        try:
+            row = WORKERS[name][0](name, argparse.Namespace(**{**vars(args), "cache_dir": cache_dir}))
+        finally:
+            torch.set_num_threads(threads)  # the data part sets 1
+        if "memory_measure" in row:
+            row["memory_measure"] += " [--quick: all in one process, so not isolated]"
+        return row
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--cache-dir", cache_dir,
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--frames", str(args.frames)]
+    cmd += ["--quick"] * args.quick + ["--batch", str(args.batch)] * bool(args.batch)
+    cmd += ["--precision", args.precision] * bool(args.precision)
+    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return dict(config=name, error=proc.stderr.strip()[-2000:] or f"exit status {proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:  # a child: one configuration, one JSON line
+        print(json.dumps(WORKERS[args.worker][0](args.worker, args)))
+        return None
+    t_start, load = time.time(), OtherLoad()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    _, precision, _, batch, size = setup(args)
+    model_name = "random-tiny" if args.quick else "ViT-B/16"
+    results = dict(machine=machine(), settings=dict(
+        model=model_name, device=device.type, precision=precision, batch=batch, frames=args.frames, classes=101,
+        steps=args.steps, warmup=args.warmup, quick=args.quick, command=" ".join(["python"] + sys.argv)))
+    print(f"benchmark: {model_name} on {device.type}, each configuration in its own process ...", flush=True)
+    results["ceiling"] = matmul_ceiling(device, args.quick)
+    ceiling = results["ceiling"].get(precision, results["ceiling"]["fp32"])["flops_per_s"]
+    results["train"] = {}
+    with tempfile.TemporaryDirectory() as cache_dir:
+        for name, (fn, label) in WORKERS.items():
+            t0 = time.time()
+            row = run_worker(name, args, cache_dir)
+            if fn is train_worker:
+                r, b = size["largest"] if name == "msta-largest" else size["few_shot"]
+                row["label"] = label.format(r=r, b=f"{b[0]}-{b[1]}", model=model_name)
+                if "flops_per_s" in row:
+                    row["utilisation"] = row["flops_per_s"] / ceiling
+                results["train"][name] = row
+            elif name == "infer":
+                for key in ("single", "multi"):
+                    if key in row:
+                        row[key]["utilisation"] = row[key]["flops_per_s"] / ceiling
+                results["inference"] = row
+            else:
+                results["data"] = row
+            status = "FAILED" if "error" in row else f"{row['time_s']:.2f} s/step" if "time_s" in row else "done"
+            print(f"  {name:14s} {status} ({time.time() - t0:.0f} s)", flush=True)
+    results["targets"] = check(results)
+    results["seconds"] = time.time() - t_start
+    results["machine"]["other_processes_cpu_share"] = load.share()
+    text = table(results)
+    print("\n" + text)
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"\nwrote {args.output} ({results['seconds']:.0f} s in all)")
+    failed = [k for k, v in {**results["train"], "infer": results.get("inference", {}),
+                             "data": results.get("data", {})}.items() if "error" in v]
+    if failed:
+        for k in failed:
+            row = results["train"].get(k) or results.get("inference" if k == "infer" else "data")
+            print(f"\n{k} failed:\n{row['error']}", file=sys.stderr)
+        sys.exit(1)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -51,3 +51,48 @@ def description_features(msta, tokens_per_class, batch_size=256):
     features = torch.cat([msta.encode_text(chunk, adapted=False) for chunk in tokens.split(batch_size)])
     features = F.normalize(features.float(), dim=-1)                  # (sum K_c, E)
     return torch.stack([f.mean(0) for f in features.split(counts)])   # (C, E)
+
+
+# ----------------------------------------------------------------------------------------- the descriptions
+class DescriptionError(ValueError):
+    """Descriptions missing for a class, or no description file for a dataset: one line for the user."""
+
+
+def load_descriptions(dataset, classnames, num=2, folder="descriptions", all_classnames=None):
+    """The first `num` spatial and temporal descriptions of each class -> (spatial, temporal), two lists of C
+    lists of sentences, in the order of `classnames` (any subset of the dataset's classes, e.g. base classes).
+
+    Reads our format, <folder>/<dataset>.json keyed by class name (descriptions/README.md), or else the authors'
+    published pair {N}_s_description_{dataset}.json / {N}_t_description_{dataset}.json, keyed by class index
+    "0".."C-1" in the dataset's full class order, `all_classnames` (default: classnames)."""
+    import glob, json, os  # standard library only: this file stays copyable on its own
+    ours = os.path.join(folder, f"{dataset}.json")
+    if os.path.isfile(ours):
+        with open(ours, encoding="utf-8") as f:
+            table = json.load(f)
+        lookup = {name.lower(): entry for name, entry in table.items()}
+        missing = [c for c in classnames if c.lower() not in lookup]
+        if missing:
+            raise DescriptionError(f"{ours} has no descriptions for {len(missing)} class(es), e.g. {missing[:3]}")
+        rows = [lookup[c.lower()] for c in classnames]
+        return [r["spatial"][:num] for r in rows], [r["temporal"][:num] for r in rows]
+    pairs = {}  # N -> {kind: path}: the authors publish 2-, 4- and 8-sentence files
+    for path in glob.glob(os.path.join(folder, f"*_[st]_description_{dataset}.json")):
+        n, kind = os.path.basename(path).split("_")[:2]
+        pairs.setdefault(int(n), {})[kind] = path
+    complete = sorted(n for n, p in pairs.items() if len(p) == 2 and n >= num)
+    if not complete:
+        raise DescriptionError(f"no descriptions for {dataset}: expected {ours} or the authors' pair "
+                               f"{{N}}_s_description_{dataset}.json and {{N}}_t_... with N >= {num} in {folder}")
+    index = {name: str(i) for i, name in enumerate(all_classnames or classnames)}
+    result = []
+    for kind in ("s", "t"):
+        with open(pairs[complete[0]][kind], encoding="utf-8") as f:
+            table = json.load(f)
+        missing = [c for c in classnames if index.get(c) not in table]
+        if missing:
+            raise DescriptionError(f"{pairs[complete[0]][kind]} has no descriptions for {missing[:3]}")
+        # One published Kinetics-400 entry is a single string, not a list: treat it as one sentence.
+        result.append([[table[index[c]]] if isinstance(table[index[c]], str) else table[index[c]][:num]
+                       for c in classnames])
+    return result[0], result[1]

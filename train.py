@@ -257,7 +257,7 @@ def main(argv=None):
     log(f"MSTA r={args.rank} blocks {args.blocks[0]}-{args.blocks[1]} temporal={args.temporal}: "
         f"{adapters.format_counts(*counts)}")
     tokens = class_tokens(classnames).to(device)                                      # (C, L)
-    spatial, temporal = data.load_descriptions(args.dataset, classnames, args.num_descriptions, args.descriptions)
+    spatial, temporal = losses.load_descriptions(args.dataset, classnames, args.num_descriptions, args.descriptions)
     spatial_feats = losses.description_features(model, [clip.tokenize(s) for s in spatial])    # (C, E)
     temporal_feats = losses.description_features(model, [clip.tokenize(t) for t in temporal])  # (C, E)
     step_fn = TrainStep(model)

@@ -1,5 +1,5 @@
 """The description files: every class of every dataset has 4 + 4 distinct, specific sentences that fit CLIP's
-context, and both our format and the authors' published one load through data.load_descriptions."""
+context, and both our format and the authors' published one load through losses.load_descriptions."""
 import csv
 import json
 import os
@@ -9,6 +9,7 @@ import pytest
 
 import clip
 import data
+import losses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDER = os.path.join(ROOT, "descriptions")
@@ -62,7 +63,7 @@ def published_names(name):
     with open(os.path.join(REFERENCE, PUBLISHED[name]), newline="") as f:
         names = [row["name"] for row in csv.DictReader(f)]
     if name == "ucf101":
-        names = [data.ucf_text(n) for n in names]  # the published list keeps CamelCase; data.py splits it
+        names = [re.sub(r"(?<=[a-z])(?=[A-Z])", " ", n) for n in names]  # published: CamelCase; ours: words
     return names
 
 
@@ -74,22 +75,24 @@ def test_keys_are_the_published_classes_in_order(name):
 
 def test_protocol_class_sets_are_covered():
     facts = data.protocol_facts()
-    for name in ("ucf101", "hmdb51", "k400", "ssv2"):
-        assert set(facts[name]["base"]) <= set(load(name))
-    for split in facts["k600"]["zero_shot"]:
+    for name, key in (("ucf101", "ucf101"), ("hmdb51", "hmdb51"), ("k400", "kinetics400"), ("ssv2", "ssv2")):
+        assert set(facts[key]["base"]) <= set(load(name))
+    assert facts["kinetics400"]["classes"] == list(load("k400"))
+    assert facts["kinetics600"]["classes"] == list(load("k600"))
+    for split in facts["kinetics600"]["zero_shot"]:
         assert len(split) == 160 and set(split) <= set(load("k600"))
 
 
 def test_synthetic_descriptions_cover_the_synthetic_classes():
     names = data.build_dataset("synthetic", None, "full", 1, train=False, num_frames=4, resolution=32).classnames
-    spatial, temporal = data.load_descriptions("synthetic", names, 2, FOLDER)
+    spatial, temporal = losses.load_descriptions("synthetic", names, 2, FOLDER)
     assert len(spatial) == len(temporal) == len(names) and all(len(s) == 2 for s in spatial + temporal)
 
 
 def test_loader_takes_first_n_of_each_kind_by_name():
     table = load("hmdb51")
     names = ["wave", "brush hair"]  # any subset, any order (base-to-novel trains on a subset)
-    spatial, temporal = data.load_descriptions("hmdb51", names, 3, FOLDER)
+    spatial, temporal = losses.load_descriptions("hmdb51", names, 3, FOLDER)
     assert spatial[0] == table["wave"]["spatial"][:3] and temporal[1] == table["brush hair"]["temporal"][:3]
 
 
@@ -100,12 +103,12 @@ def test_authors_published_format_loads_unchanged(tmp_path):
         payload = {str(i): [f"{kind} sentence {j} of class {i}." for j in range(8)] for i in range(len(classes))}
         (tmp_path / f"8_{kind}_description_ucf101.json").write_text(json.dumps(payload))
     subset = [classes[5], classes[0]]
-    spatial, temporal = data.load_descriptions("ucf101", subset, 2, str(tmp_path), all_classnames=classes)
+    spatial, temporal = losses.load_descriptions("ucf101", subset, 2, str(tmp_path), all_classnames=classes)
     assert spatial == [["s sentence 0 of class 5.", "s sentence 1 of class 5."],
                        ["s sentence 0 of class 0.", "s sentence 1 of class 0."]]
     assert temporal[1] == ["t sentence 0 of class 0.", "t sentence 1 of class 0."]
 
 
 def test_missing_class_is_a_clear_error(tmp_path):
-    with pytest.raises(data.DatasetError, match="no descriptions"):
-        data.load_descriptions("hmdb51", ["not a class"], 2, FOLDER)
+    with pytest.raises(losses.DescriptionError, match="no descriptions"):
+        losses.load_descriptions("hmdb51", ["not a class"], 2, FOLDER)

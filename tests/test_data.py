@@ -1,0 +1,487 @@
+"""Tests for data.py and video.py: exact sparse decoding, official layouts, protocol splits, broken videos, and the
+synthetic motion set. Every video is written here with PyAV; nothing is downloaded. The published ViFi-CLIP split
+files in ../shared/reference (beside the repository) are compared against when present."""
+import csv
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision import tv_tensors
+from torchvision.io import decode_jpeg, encode_jpeg, write_file
+from torchvision.transforms import v2
+
+import data
+import video
+from tests.video_fixtures import (full_decode, hmdb51_tree, kinetics_tree, place, ssv2_tree, ucf101_tree,
+                                  write_video)
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference not present")
+RES = 32  # model resolution for the dataset tests: small to stay fast; never 224 by default here
+
+# name -> write_video arguments: B-frames, GOPs, open GOPs, variable frame rate, four containers.
+CODECS = {
+    "h264_bframes.mp4": dict(codec="libx264", options={"g": "12", "bf": "3", "b-pyramid": "normal"}),
+    "h264_opengop.mkv": dict(codec="libx264", options={"g": "10", "bf": "3", "x264-params": "open-gop=1"}),
+    "h264_vfr.mp4": dict(codec="libx264", options={"g": "9", "bf": "2"}, vfr=True),
+    "mpeg4_bframes.mp4": dict(codec="mpeg4", bframes=2, gop=10),
+    "mpeg4_bframes.avi": dict(codec="mpeg4", bframes=2, gop=10),
+    "mpeg4.avi": dict(codec="mpeg4", bframes=0, gop=12),
+    "mjpeg.avi": dict(codec="mjpeg", pix_fmt="yuvj420p"),
+    "vp9.webm": dict(codec="libvpx-vp9", options={"g": "15"}, fps=12),
+    "h264_bframes.avi": dict(codec="libx264", options={"g": "12", "bf": "2"}),  # AVI cannot carry B-frame pts
+}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    top = tmp_path_factory.mktemp("codecs")
+    return {name: write_video(str(top / name), n=45, **kw) for name, kw in CODECS.items()}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """One small AVI that the miniature dataset trees copy everywhere."""
+    return write_video(str(tmp_path_factory.mktemp("clip") / "clip.avi"), codec="mpeg4", n=24, gop=6, bframes=2)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+@pytest.mark.parametrize("name", list(CODECS))
+def test_frames_equal_full_decode(videos, name, monkeypatch):
+    path = videos[name]
+    reference = full_decode(path)
+    n = len(reference)
+    assert data.video_length(path) == n
+    with video.Video(path) as v:
+        assert v.length == n
+    # All but H.264-in-AVI (decode-order timestamps) must be served by seeking, never by counting from the start.
+    if name != "h264_bframes.avi":
+        monkeypatch.setattr(video.Video, "_read_counting", lambda *a: pytest.fail("fell back to counting"))
+    rng = random.Random(name)
+    cases = [list(range(n)), [n - 1, 0, n - 1, 0], [n // 2] * 3] + [
+        [rng.randrange(n) for _ in range(rng.randint(1, 9))] for _ in range(25)]
+    for indices in cases:
+        got = data.read_frames(path, indices)
+        assert got.dtype == torch.uint8 and got.shape == (len(indices), 48, 64, 3)
+        assert np.array_equal(got.numpy(), np.stack([reference[i] for i in indices])), (name, indices)
+
+
+def test_out_of_range_and_bad_files(videos, tmp_path):
+    path = videos["h264_bframes.mp4"]
+    with pytest.raises(video.VideoError):
+        data.read_frames(path, [45])
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.mp4"  # moov atom at the end: cut in half, nothing can be read
+    truncated.write_bytes(Path(path).read_bytes()[: os.path.getsize(path) // 2])
+    garbage = tmp_path / "garbage.avi"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    for bad in (empty, truncated, garbage, tmp_path / "absent.mp4"):
+        with pytest.raises(video.VideoError):
+            data.read_frames(str(bad), [0])
+
+
+def test_sparse_decoding_reads_far_fewer_frames(tmp_path):
+    """8 test-time frames of a 300-frame clip (x264, keyframe every 30) against a full decode."""
+    path = write_video(str(tmp_path / "long.mp4"), n=300, w=160, h=120, fps=30,
+                       options={"g": "30", "bf": "3", "b-pyramid": "normal"})
+    indices = data.sample_indices(300, 8, train=False)
+    video.decoded_frames = 0
+    t = time.perf_counter()
+    sparse = data.read_frames(path, indices)
+    t_sparse, decoded = time.perf_counter() - t, video.decoded_frames
+    t = time.perf_counter()
+    reference = full_decode(path)
+    t_full = time.perf_counter() - t
+    assert np.array_equal(sparse.numpy(), np.stack([reference[i] for i in indices]))
+    print(f"\nsparse 8/300 frames: {decoded} pictures decoded, {t_sparse * 1e3:.1f} ms; "
+          f"full decode {t_full * 1e3:.1f} ms; speed-up {t_full / t_sparse:.1f}x")
+    assert decoded <= 300 // 3
+    assert t_sparse < t_full
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision 0.29 flags its JPEG codec, still used
+def test_frame_folder(tmp_path):
+    folder = tmp_path / "v_Clip_g01_c01"
+    folder.mkdir()
+    images = [torch.randint(0, 256, (3, 24, 32), dtype=torch.uint8) for _ in range(12)]
+    for i, img in enumerate(images, 1):
+        write_file(str(folder / f"img_{i:05d}.jpg"), encode_jpeg(img, quality=95))
+    assert data.video_length(str(folder)) == 12
+    got = data.read_frames(str(folder), [11, 0, 0, 5])
+    expected = [decode_jpeg(encode_jpeg(images[i], quality=95)).permute(1, 2, 0) for i in (11, 0, 0, 5)]
+    assert torch.equal(got, torch.stack(expected))
+
+
+# ---------------------------------------------------------------- sampling and transforms
+
+
+def test_sample_indices():
+    assert data.sample_indices(80, 8, train=False) == [5, 15, 25, 35, 45, 55, 65, 75]  # segment centres
+    assert data.sample_indices(80, 8, train=False, offset=0.0) == list(range(0, 80, 10))
+    assert data.sample_indices(3, 8, train=False) == [0, 0, 0, 1, 1, 2, 2, 2]  # short videos repeat frames
+    for _ in range(50):
+        idx = data.sample_indices(80, 8, train=True)
+        assert all(10 * k <= i < 10 * (k + 1) for k, i in enumerate(idx))  # one frame per segment
+    assert len({tuple(data.sample_indices(80, 8, train=True)) for _ in range(20)}) > 1
+    with pytest.raises(ValueError):
+        data.sample_indices(0, 8, train=True)
+
+
+def test_transforms_share_one_draw_per_clip():
+    clip = torch.randint(0, 256, (1, 3, 60, 80), dtype=torch.uint8).repeat(8, 1, 1, 1)  # 8 identical frames
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out = video.train_transform(48)(tv_tensors.Video(clip))
+        assert out.shape == (8, 3, 48, 48) and out.dtype == torch.float32
+        assert torch.allclose(out, out[:1].expand_as(out))  # same crop, flip, jitter for every frame
+    assert video.TestTransform(40)(tv_tensors.Video(clip)).shape == (8, 3, 40, 40)
+    three = video.TestTransform(40, crops=3)(tv_tensors.Video(clip))
+    assert three.shape == (3, 8, 3, 40, 40) and not torch.equal(three[0], three[2])
+    assert not any(isinstance(t, v2.RandomHorizontalFlip) for t in video.train_transform(48, flip=False).transforms)
+
+
+def test_colour_jitter_is_a_colour_change():
+    gray = torch.rand(4, 1, 16, 16).expand(4, 3, 16, 16)
+    assert torch.allclose(video.ColorJitter(0, 0, 0, 0.5)(gray), gray, atol=1e-5)  # hue leaves gray alone
+    clip = torch.rand(4, 3, 16, 16)
+    assert torch.allclose(video.ColorJitter(0, 0, 0, 0)(clip), clip, atol=1e-5)
+    assert not torch.allclose(video.ColorJitter()(clip), clip)
+
+
+# ---------------------------------------------------------------- official layouts and protocols
+
+
+@pytest.fixture(scope="module")
+def ucf(tmp_path_factory, clip):
+    root = tmp_path_factory.mktemp("ucf101")
+    train, test = ucf101_tree(str(root), clip)
+    return str(root), train, test
+
+
+def test_ucf101_layout_and_full_protocol(ucf):
+    root, train, test = ucf
+    assert data.class_names("ucf101", root) == ["Apply Eye Makeup", "Handstand Pushups", "Yo Yo"]
+    full_train = data.build_dataset("ucf101", root, "full", 1, train=True, resolution=RES)
+    full_test = data.build_dataset("ucf101", root, "full", 1, train=False, resolution=RES)
+    assert (len(full_train), len(full_test)) == (len(train), len(test)) == (36, 12)
+    assert full_train.skipped == full_test.skipped == 0  # HandstandPushups found in HandStandPushups/
+    assert sorted(label for _, label in full_test.items) == sorted(lab - 1 for _, lab in test)
+    x, y = full_train[0]
+    assert x.shape == (8, 3, RES, RES) and x.dtype == torch.float32 and y == 0
+    multi = data.build_dataset("ucf101", root, "full", 1, train=False, resolution=RES, views=(2, 3))
+    assert multi[0][0].shape == (6, 8, 3, RES, RES)
+
+
+def test_few_shot_draws(ucf):
+    root, _, test = ucf
+    draw = lambda seed, shots=3: data.build_dataset("ucf101", root, "few-shot", 1, shots=shots, seed=seed,  # noqa
+                                                    resolution=RES)
+    a, b, c = draw(0), draw(0), draw(1)
+    assert a.items == b.items != c.items  # deterministic per seed
+    counts = np.bincount([label for _, label in a.items])
+    assert counts.tolist() == [3, 3, 3]
+    test_names = {os.path.basename(p) for p, _ in test}
+    assert not test_names & {os.path.basename(p) for p, _ in a.items + c.items}  # never from the test list
+    for shots in (0, -1, 13):  # 13 > the 12 training videos per class
+        with pytest.raises(data.DatasetError, match="shots"):
+            draw(0, shots)
+    few_test = data.build_dataset("ucf101", root, "few-shot", 1, shots=3, train=False, resolution=RES)
+    assert len(few_test) == 12
+
+
+def test_missing_or_malformed_root_fails_with_one_clear_message(tmp_path, ucf):
+    for name, where in (("ucf101", "crcv.ucf.edu"), ("hmdb51", "serre-lab"), ("kinetics400", "cvdfoundation"),
+                        ("ssv2", "something-something")):
+        with pytest.raises(data.DatasetError) as e:
+            data.build_dataset(name, str(tmp_path / "nowhere"), "full", 1)
+        assert where in str(e.value) and "Expected" in str(e.value) and "\n" not in str(e.value)
+    os.makedirs(tmp_path / "ucf_no_lists" / "UCF-101")
+    with pytest.raises(data.DatasetError, match="ucfTrainTestlist"):
+        data.build_dataset("ucf101", str(tmp_path / "ucf_no_lists"), "full", 1)
+    with pytest.raises(data.DatasetError):
+        data.build_dataset("ucf101", ucf[0], "full", 4)  # no split 4
+    with pytest.raises(data.DatasetError):
+        data.build_dataset("ucf101", ucf[0], "sideways", 1)
+    assert issubclass(data.DatasetError, ValueError)
+
+
+def test_hmdb51_layout_and_zero_shot_splits(tmp_path, clip):
+    classes = ["sword", "kick", "brush_hair", "kick_ball", "sword_exercise"]
+    hmdb51_tree(str(tmp_path), clip, classes, per_class=(4, 2, 1))
+    # Order of the sorted split-file names: "kick_ball_..." sorts before "kick_test...".
+    assert data.class_names("hmdb51", str(tmp_path)) == ["brush hair", "kick ball", "kick", "sword exercise",
+                                                         "sword"]
+    for split in (1, 2, 3):
+        train = data.build_dataset("hmdb51", str(tmp_path), "full", split, train=True, resolution=RES)
+        test = data.build_dataset("hmdb51", str(tmp_path), "zero-shot", split, train=False, resolution=RES)
+        assert (len(train), len(test)) == (20, 10)  # tag 0 (unused) videos are in neither
+        assert not {p for p, _ in train.items} & {p for p, _ in test.items}
+        for p, label in test.items:  # the label is the class whose split file lists the video
+            assert os.path.basename(os.path.dirname(p)).replace("_", " ") == test.classnames[label]
+
+
+def test_kinetics_layouts(tmp_path, clip):
+    k400 = data.class_names("kinetics400")
+    assert len(k400) == 400 and k400 == sorted(k400) and "petting animal (not cat)" in k400
+    # Folder names with underscores, and without parentheses, as some downloaders write them.
+    root = tmp_path / "k400"
+    kinetics_tree(str(root), clip, [("train", "abseiling", "aaa"), ("train", "petting_animal_not_cat", "bbb"),
+                                    ("train", "air drumming", "ccc"), ("val", "abseiling", "ddd")])
+    train = data.build_dataset("k400", str(root), "zero-shot", 1, train=True, resolution=RES)
+    assert train.classnames == k400
+    assert sorted(k400[label] for _, label in train.items) == ["abseiling", "air drumming",
+                                                              "petting animal (not cat)"]
+    # With the official CSVs: labels come from them, and videos missing from the download are counted.
+    kinetics_tree(str(root), clip, [], {"train": [("abseiling", "aaa"), ("petting animal (not cat)", "bbb"),
+                                                  ("air drumming", "ccc"), ("air drumming", "gone1"),
+                                                  ("abseiling", "gone2")]})
+    with_csv = data.build_dataset("kinetics400", str(root), "full", 1, train=True, resolution=RES)
+    assert len(with_csv) == 3 and with_csv.skipped == 2
+    assert with_csv[1][0].shape == (8, 3, RES, RES)
+
+
+def test_kinetics600_zero_shot_split(tmp_path, clip):
+    facts = data.protocol_facts()["kinetics600"]["zero_shot"]
+    new_class = facts[0][0]
+    kinetics_tree(str(tmp_path), clip, [("val", new_class, "aaa"), ("val", "abseiling", "bbb"),
+                                        ("val", facts[0][5], "ccc")])
+    test = data.build_dataset("k600", str(tmp_path), "zero-shot", 1, train=False, resolution=RES)
+    assert test.classnames == facts[0] and len(test.classnames) == 160
+    assert sorted(test.classnames[label] for _, label in test.items) == sorted([new_class, facts[0][5]])
+
+
+def test_ssv2_templates(tmp_path, videos):
+    templates = ["Approaching [something] with your camera", "Moving [something] from left to right",
+                 "Pushing [something] so that it slightly moves"]
+    ssv2_tree(str(tmp_path), videos["vp9.webm"], templates, train=[(1, 0), (2, 1), (3, 2), (4, 2)],
+              validation=[(5, 1), (6, 0)])
+    names = ["Approaching something with your camera", "Moving something from left to right",
+             "Pushing something so that it slightly moves"]
+    assert data.class_names("ssv2", str(tmp_path)) == names
+    train = data.build_dataset("ssv2", str(tmp_path), "full", 1, train=True, resolution=RES)
+    val = data.build_dataset("ssv2", str(tmp_path), "full", 1, train=False, resolution=RES)
+    assert [label for _, label in train.items] == [0, 1, 2, 2] and [label for _, label in val.items] == [1, 0]
+    assert not any(isinstance(t, v2.RandomHorizontalFlip) for t in train.transform.transforms)  # left/right matters
+    assert train[0][0].shape == (8, 3, RES, RES)
+
+
+def test_vifi_clip_lists(ucf, tmp_path):
+    """ViFi-CLIP's flat lists ('<file name> <label>') resolve inside the official UCF tree."""
+    root, train, test = ucf
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,name\n0,ApplyEyeMakeup\n1,HandstandPushups\n2,YoYo\n")
+    listing = tmp_path / "val.txt"
+    listing.write_text("".join(f"{os.path.basename(p)} {lab - 1}\n" for p, lab in test))
+    ds = data.build_dataset("list", root, "full", train=False, resolution=RES, test_list=str(listing),
+                            labels_csv=str(labels))
+    assert ds.classnames == ["Apply Eye Makeup", "Handstand Pushups", "Yo Yo"]
+    assert data.class_names("list", root, labels_csv=str(labels)) == ds.classnames
+    assert len(ds) == 12 and ds.skipped == 0 and ds[5][0].shape == (8, 3, RES, RES)
+    assert sorted(label for _, label in ds.items) == sorted(lab - 1 for _, lab in test)
+
+
+# ---------------------------------------------------------------- broken videos
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_broken_videos_are_skipped_and_counted(tmp_path, clip, videos, workers, caplog):
+    good = [str(tmp_path / f"good{i}.avi") for i in range(6)]
+    for p in good:
+        place(clip, p)
+    empty, truncated = tmp_path / "empty.avi", tmp_path / "truncated.mp4"
+    empty.write_bytes(b"")
+    src = videos["h264_bframes.mp4"]
+    truncated.write_bytes(Path(src).read_bytes()[: os.path.getsize(src) // 2])
+    items = [(good[0], 0), (str(empty), 0), (good[1], 0), (good[2], 1), (str(truncated), 1), (good[3], 1),
+             (good[4], 0), (good[5], 1)]
+    ds = data.VideoDataset("test", items, ["a", "b"], num_frames=4, train=True, resolution=RES)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=workers, shuffle=True)
+    with caplog.at_level(logging.WARNING, logger="data"):
+        for epoch in range(2):
+            labels = []
+            for x, y in loader:
+                assert x.shape[1:] == (4, 3, RES, RES)
+                labels += y.tolist()
+            assert sorted(labels) == sorted(label for _, label in items)  # stand-ins keep their class
+            assert ds.skipped == 2  # distinct broken videos, counted once across workers and epochs
+    if workers == 0:
+        assert len([r for r in caplog.records if "cannot be decoded" in r.message]) == 2  # logged once each
+
+
+def test_container_overcounting_frames_resamples(monkeypatch):
+    """A container that claims 10 frames of which 6 decode: the item is sampled again from the 6."""
+    class Short:
+        length = 10
+
+        def read(self, indices):
+            if max(indices) >= 6:
+                raise video.VideoError("short", available=6)
+            return torch.full((len(indices), 20, 20, 3), 7, dtype=torch.uint8)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+    monkeypatch.setattr(data, "open_video", lambda path: Short())
+    ds = data.VideoDataset("fake", [("x.mp4", 0)], ["a"], num_frames=8, train=False, resolution=16)
+    assert ds[0][0].shape == (8, 3, 16, 16) and ds.skipped == 0
+
+
+# ---------------------------------------------------------------- synthetic motion
+
+
+def test_synthetic_is_deterministic_per_seed():
+    a = data.build_dataset("synthetic", None, "full", 1, seed=3, resolution=RES, num_frames=6)
+    b = data.build_dataset("synthetic", None, "full", 1, seed=3, resolution=RES, num_frames=6)
+    c = data.build_dataset("synthetic", None, "full", 1, seed=4, resolution=RES, num_frames=6)
+    assert a.classnames == list(data.SYNTHETIC_CLASSES) and a.skipped == 0
+    x, y = a[5]
+    assert x.shape == (6, 3, RES, RES) and x.dtype == torch.float32 and y == 5
+    assert torch.equal(x, b[5][0]) and not torch.equal(x, c[5][0])
+    test = data.build_dataset("synthetic", None, "full", 1, seed=3, train=False, resolution=RES, views=(1, 3))
+    assert test[0][0].shape == (3, 8, 3, RES, RES)
+    assert len(data.build_dataset("synthetic", None, "few-shot", 1, shots=2)) == 16
+    novel = data.build_dataset("synthetic", None, "base2novel", 1, subset="novel", train=False, resolution=RES)
+    assert novel.classnames == list(data.SYNTHETIC_CLASSES[0::2])
+    base = data.build_dataset("synthetic", None, "base2novel", 1, train=True, resolution=RES)  # subset "base"
+    assert base.classnames == list(data.SYNTHETIC_CLASSES[1::2]) and len(base) == 16 * 4
+
+
+def _square_track(clip):
+    """Per-frame (x, y, area) of the pixels far from the frame's median colour: (T, 3)."""
+    clip = clip.float()  # (T, 3, r, r)
+    mask = (clip - clip.flatten(2).median(-1).values[..., None, None]).abs().sum(1) > 60  # (T, r, r)
+    r = clip.shape[-1]
+    grid = torch.arange(r, dtype=torch.float32)
+    area = mask.sum((1, 2)).clamp(min=1)
+    return torch.stack([(mask * grid).sum((1, 2)) / area, (mask * grid[:, None]).sum((1, 2)) / area, area], 1)
+
+
+def test_synthetic_twins_need_frame_order():
+    """Twin classes (a motion and its replay backwards) cannot be told apart from the unordered set of frames, and
+    are told apart perfectly once order is used."""
+    for pair in range(3):  # left/right, up/down, shrinking/growing (rotation has no orientation-free track)
+        feats = {"blind": [], "ordered": []}
+        labels = []
+        for i in range(120):
+            label = 2 * pair + i % 2
+            g = torch.Generator().manual_seed(1000 + i)
+            track = _square_track(data.synthetic_clip(label, g, 8, 32, train=True))  # (T, 3)
+            feats["blind"].append(track.sort(0).values.flatten())  # order-blind: the multiset of frames
+            feats["ordered"].append(track[-1] - track[0])
+            labels.append(i % 2)
+        labels = torch.tensor(labels)
+        acc = {}
+        for kind, f in feats.items():
+            f = torch.stack(f)
+            f = (f - f.mean(0)) / (f.std(0) + 1e-6)
+            means = torch.stack([f[:60][labels[:60] == c].mean(0) for c in (0, 1)])  # nearest class mean,
+            pred = torch.cdist(f[60:], means).argmin(1)  # fitted on the first half, scored on the second
+            acc[kind] = (pred == labels[60:]).float().mean().item()
+        assert acc["ordered"] > 0.95 and acc["blind"] < 0.7, (pair, acc)
+
+
+def test_synthetic_twin_is_the_clip_played_backwards():
+    for pair in range(4):
+        clips = [data.synthetic_clip(2 * pair + k, torch.Generator().manual_seed(7), 8, 40, train=False).float()
+                 for k in (0, 1)]
+        differs = ((clips[0] - clips[1].flip(0)).abs() > 60).float().mean()  # noise is sigma 8 per clip
+        assert differs < 1e-3 and ((clips[0] - clips[1]).abs() > 60).float().mean() > 1e-2
+
+
+# ---------------------------------------------------------------- published protocol facts
+
+
+@needs_reference
+def test_protocols_json_equals_published_class_sets():
+    labels = REFERENCE / "vifi-clip-labels"
+    read = lambda f: [r["name"] for r in csv.DictReader(open(labels / f))]  # noqa: E731
+    text = lambda names: sorted(data.re.sub(r"(?<=[a-z])(?=[A-Z])", " ", n) for n in names)  # noqa: E731
+    facts = data.protocol_facts()
+    for name, prefix in (("ucf101", "ucf_101"), ("hmdb51", "hmdb_51"), ("kinetics400", "kinetics_400"),
+                         ("ssv2", "ssv2_174")):
+        assert facts[name]["base"] == text(read(f"{prefix}_base_labels.csv")), name
+    assert facts["kinetics400"]["classes"] == sorted(read("kinetics_400_labels.csv"))
+    assert facts["kinetics600"]["classes"] == sorted(read("kinetics_600_labels.csv"))
+    for s in (1, 2, 3):
+        assert facts["kinetics600"]["zero_shot"][s - 1] == sorted(read(f"ZS_split{s}_K600.csv"))
+
+
+def _tree_from_published_lists(root, src, dataset):
+    """An official-layout tree whose split-1 test set is ViFi-CLIP's val1.txt, for comparing base/novel splits."""
+    labels = REFERENCE / "vifi-clip-labels"
+    classes = [r["name"] for r in csv.DictReader(open(labels / f"{dataset}_labels.csv"))]
+    splits = REFERENCE / "vifi-clip-splits" / f"{dataset.split('_')[0]}_splits"
+    val = [line.split() for line in open(splits / "val1.txt")]
+    os.makedirs(root, exist_ok=True)
+
+    def link(dst):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.link(src, dst)
+    if dataset == "ucf_101":
+        os.makedirs(os.path.join(root, "ucfTrainTestlist"))
+        Path(root, "ucfTrainTestlist", "classInd.txt").write_text("".join(f"{i} {c}\r\n"
+                                                                          for i, c in enumerate(classes, 1)))
+        Path(root, "ucfTrainTestlist", "trainlist01.txt").write_text("")
+        rows = [f"{classes[int(lab)]}/{name}\r\n" for name, lab in val]
+        Path(root, "ucfTrainTestlist", "testlist01.txt").write_text("".join(rows))
+        for name, lab in val:
+            link(os.path.join(root, "UCF-101", classes[int(lab)], name))
+    else:
+        os.makedirs(os.path.join(root, "testTrainMulti_7030_splits"))
+        by_class = {c: [] for c in classes}
+        for name, lab in val:
+            by_class[classes[int(lab)]].append(name)
+            link(os.path.join(root, classes[int(lab)].replace(" ", "_"), name))
+        base = [r["name"] for r in csv.DictReader(open(labels / "hmdb_51_base_labels.csv"))]
+        train = {c: [] for c in classes}  # ViFi-CLIP's base-class training videos, tagged 1 (train)
+        for name, lab in (line.split() for line in open(splits.parent / "base2novel_splits" / "hmdb_splits" /
+                                                        "base_train.txt")):
+            train[base[int(lab)]].append(name)
+            link(os.path.join(root, base[int(lab)].replace(" ", "_"), name))
+        for c, names in by_class.items():
+            Path(root, "testTrainMulti_7030_splits", f"{c.replace(' ', '_')}_test_split1.txt").write_text(
+                "".join(f"{n} 2 \n" for n in names) + "".join(f"{n} 1 \n" for n in train[c]))
+
+
+@needs_reference
+@pytest.mark.parametrize("dataset", ["ucf_101", "hmdb_51"])
+def test_base_and_novel_test_sets_equal_published(tmp_path, clip, dataset):
+    root = str(tmp_path / dataset)
+    _tree_from_published_lists(root, clip, dataset)
+    name = dataset.replace("_", "")
+    split_dir = REFERENCE / "vifi-clip-splits" / "base2novel_splits" / f"{dataset.split('_')[0]}_splits"
+    for half in ("base", "novel"):
+        ds = data.build_dataset(name, root, "base2novel", 1, subset=half, train=False, resolution=RES)
+        names = [r["name"] for r in csv.DictReader(open(REFERENCE / "vifi-clip-labels" /
+                                                        f"{dataset}_{half}_labels.csv"))]
+        text = [data.re.sub(r"(?<=[a-z])(?=[A-Z])", " ", n) for n in names]
+        published = sorted((n, text[int(lab)]) for n, lab in (line.split() for line in open(split_dir /
+                                                                                           f"{half}_val.txt")))
+        ours = sorted((os.path.basename(p), ds.classnames[label]) for p, label in ds.items)
+        assert ours == published and sorted(ds.classnames) == sorted(text)
+        assert sorted({label for _, label in ds.items}) == list(range(len(ds.classnames)))  # renumbered
+    if dataset == "hmdb_51":  # 16 shots per base class, drawn from the base classes' split-1 training videos
+        train = [data.build_dataset(name, root, "base2novel", 1, seed=s, resolution=RES) for s in (0, 0, 1)]
+        assert train[0].items == train[1].items != train[2].items and len(train[0]) == 26 * 16
+        published = {line.split()[0] for line in open(split_dir / "base_train.txt")}
+        assert {os.path.basename(p) for p, _ in train[0].items} <= published
+        assert sorted(train[0].classnames) == sorted(data.protocol_facts()["hmdb51"]["base"])
+
+
+def test_interfaces_class_name_order():
+    """INTERFACES.md: K400 sorted official names; json facts load; README-facing name lists stay stable."""
+    facts = data.protocol_facts()
+    assert len(facts["ucf101"]["base"]) == 51 and len(facts["hmdb51"]["base"]) == 26
+    assert len(facts["kinetics400"]["base"]) == 200 and len(facts["ssv2"]["base"]) == 87
+    assert json.loads(json.dumps(facts)) == facts
