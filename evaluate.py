@@ -34,8 +34,19 @@ VIEWS = {"hmdb51": (10, 3), "ucf101": (5, 3), "k400": (4, 3), "k600": (4, 3), "s
 ZERO_SHOT_TARGETS = ("ucf101", "hmdb51", "k600")  # where a model trained on Kinetics-400 is tested
 
 
+class UsageError(Exception):
+    """A problem the user can fix from the command line: printed as one line, exit status 2."""
+
+
 class CheckpointError(Exception):
     """A checkpoint that is missing or unreadable: one line for the user, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (argparse's own prints the whole usage first), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 class Logger:
@@ -94,8 +105,11 @@ def build_model(args, device):
     """CLIP (pretrained, or random-tiny for offline demos) plus MSTA adapters, on `device`."""
     model = clip.build_random(args.clip) if args.clip.startswith("random-") else clip.load(args.clip)[0]
     torch.manual_seed(args.seed)  # adapter initialisation: the same on every rank and on resume
-    return adapters.MSTA(model.to(device), num_frames=args.frames, rank=args.rank, blocks=tuple(args.blocks),
-                         scale=args.scale, temporal=args.temporal)
+    try:
+        return adapters.MSTA(model.to(device), num_frames=args.frames, rank=args.rank, blocks=tuple(args.blocks),
+                             scale=args.scale, temporal=args.temporal)
+    except ValueError as e:  # e.g. --blocks 8-12 on a 4-block model
+        raise UsageError(f"{e} (--clip {args.clip})") from None
 
 
 def class_tokens(classnames):
@@ -174,6 +188,17 @@ def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, 
                 skipped=int(getattr(dataset, "skipped", 0)))
 
 
+def reader(args, name=None):
+    """data.py's reader: "list" when published list files were given, else the dataset itself."""
+    return "list" if getattr(args, "train_list", None) or getattr(args, "test_list", None) else name or args.dataset
+
+
+def lists(args):
+    """The list-file arguments for the "list" reader (none for the official layouts)."""
+    keys = ("train_list", "test_list", "labels_csv")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None)} if reader(args) == "list" else {}
+
+
 def dataset_name(dataset):
     return getattr(dataset, "name", type(dataset).__name__)
 
@@ -184,6 +209,8 @@ def harmonic_mean(a, b):
 
 def test_sets(args, views, final):
     """[(row name, dataset name, protocol, split, subset)] that the protocol tests."""
+    if reader(args) == "list":  # published list files: the one --test-list, whatever the protocol
+        return [("test", args.dataset, "full", args.split, None)]
     if args.protocol == "base2novel":
         return [("base", args.dataset, "base2novel", args.split, "base"),
                 ("novel", args.dataset, "base2novel", args.split, "novel")]
@@ -202,9 +229,9 @@ def run_protocol(model, args, device, views=None, log=None, final=True):
         views = (getattr(args, "clips", None) or default[0], getattr(args, "crops", None) or default[1])
     rows = []
     for row, name, protocol, split, subset in test_sets(args, views, final):
-        dataset = data.build_dataset(name, args.data_root, protocol, split, shots=None, seed=args.seed,
+        dataset = data.build_dataset(reader(args, name), args.data_root, protocol, split, seed=args.seed,
                                      num_frames=args.frames, train=False, subset=subset, views=views,
-                                     resolution=model.clip.visual.input_resolution)
+                                     resolution=model.clip.visual.input_resolution, **lists(args))
         result = evaluate(model, dataset, device, args.precision, getattr(args, "eval_batch_size", 8),
                           args.workers, log)
         rows.append(dict(row=row, dataset=name, split=split, subset=subset, classes=len(dataset.classnames),
@@ -268,7 +295,7 @@ def result_record(args, results, extra=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Evaluate MSTA checkpoints (or zero-shot CLIP) by protocol.")
+    p = Parser(description="Evaluate MSTA checkpoints (or zero-shot CLIP) by protocol.")
     p.add_argument("--checkpoint", nargs="*", default=[], help="run folder(s) or checkpoint.pt file(s); several "
                    "(e.g. three seeds) are averaged as the protocol prescribes")
     p.add_argument("--zero-shot-clip", action="store_true", help="evaluate frozen CLIP, no adapters (baseline)")
@@ -325,7 +352,7 @@ def main(argv=None):
 def run(argv=None):
     try:
         main(argv)
-    except (CheckpointError, data.DatasetError, clip.CLIPError) as e:
+    except (UsageError, CheckpointError, data.DatasetError, clip.CLIPError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -27,7 +27,8 @@ import data
 import evaluate
 import losses
 
-# Per protocol: adapter rank r, adapted blocks (1-based, inclusive), epochs, warm-up epochs, global batch.
+# Per protocol: adapter rank r, adapted blocks (1-based, inclusive), epochs, warm-up epochs, global batch; any
+# other argument a row names (the synthetic demo's) replaces the paper's default unless given on the command line.
 # few-shot and base2novel are the paper's released runs. The paper gives no epochs or batch for zero-shot and
 # fully supervised training; our choices and why:
 #   zero-shot: 10 epochs of Kinetics-400 (240k videos, ~75k steps at batch 32): the length ViFi-CLIP and X-CLIP
@@ -40,17 +41,16 @@ PROTOCOLS = {
     "base2novel": dict(rank=256, blocks="1-12", epochs=50, warmup=5, batch_size=32),
     "zero-shot":  dict(rank=256, blocks="1-12", epochs=10, warmup=2, batch_size=32),
     "full":       dict(rank=256, blocks="1-12", epochs=30, warmup=5, batch_size=32),
-    "synthetic":  dict(rank=32, blocks="1-4", epochs=8, warmup=1, batch_size=16),
+    "synthetic":  dict(rank=32, blocks="1-4", epochs=8, warmup=1, batch_size=16, clip="random-tiny"),
 }
 DATASETS = ("ucf101", "hmdb51", "k400", "k600", "ssv2", "synthetic")
 
 
-class UsageError(Exception):
-    """A problem the user can fix from the command line: printed as one line, exit status 2."""
+UsageError = evaluate.UsageError  # a problem the user can fix from the command line: one line, exit status 2
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = evaluate.Parser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # What to train on.
     p.add_argument("--dataset", default="synthetic", choices=DATASETS)
@@ -68,6 +68,10 @@ def parse_args(argv=None):
     p.add_argument("--blocks", default=None, help="adapted blocks, 1-based inclusive, e.g. 8-12")
     p.add_argument("--scale", type=float, default=0.005, help="adapter scale lambda")
     p.add_argument("--alpha", type=float, default=1.0, help="weight of the consistency loss L_CC")
+    p.add_argument("--train-list", default=None, help="read videos from a published list file instead "
+                   "('<path relative to --data-root> <label>' lines, ViFi-CLIP's format); needs --labels-csv")
+    p.add_argument("--test-list", default=None, help="the test list for --train-list")
+    p.add_argument("--labels-csv", default=None, help="'id,name' class list for --train-list/--test-list")
     p.add_argument("--num-descriptions", type=int, default=2, help="descriptions of each kind per class")
     p.add_argument("--descriptions", default="descriptions", help="folder of <dataset>.json (ours) or of the "
                    "authors' {N}_{s|t}_description_{dataset}.json files")
@@ -89,6 +93,9 @@ def parse_args(argv=None):
     p.add_argument("--crops", type=int, default=None, help="spatial views at the final test (default: dataset's)")
     p.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)  # tests: stop early ("a kill")
     args = p.parse_args(argv)
+    # Which arguments the user typed, so that the synthetic row's overrides never replace them.
+    args.explicit = sorted({a.dest for a in p._actions for flag in a.option_strings
+                            if any(x == flag or x.startswith(flag + "=") for x in (argv or sys.argv[1:]))})
     return resolve(args)
 
 
@@ -112,6 +119,9 @@ def resolve(args):
                      ("warmup", "warmup_epochs"), ("batch_size", "batch_size")):
         if getattr(args, arg) is None:
             setattr(args, arg, table[key])
+    for key, value in table.items():  # the demo row's extra settings (lr, scale, clip, ...)
+        if key not in ("rank", "blocks", "epochs", "warmup", "batch_size") and key not in args.explicit:
+            setattr(args, key, value)
     args.blocks = parse_blocks(args.blocks)
     for name in ("frames", "rank", "epochs", "batch_size", "num_descriptions"):
         if getattr(args, name) < 1:
@@ -195,19 +205,6 @@ class TrainStep(torch.nn.Module):
         return self.msta.logits(self.msta.encode_video(videos), text), text  # (B, C), (C, E)
 
 
-def class_tokens(classnames):
-    """The trainable branch's input: the template "a video of {class}." for each class -> (C, L)."""
-    return clip.tokenize([f"a video of {name}." for name in classnames])
-
-
-def build_model(args, device):
-    """CLIP (pretrained, or random-tiny for offline demos) plus MSTA adapters, on `device`."""
-    model = clip.build_random(args.clip) if args.clip.startswith("random-") else clip.load(args.clip)[0]
-    torch.manual_seed(args.seed)  # adapter initialisation: the same on every rank and on resume
-    return adapters.MSTA(model.to(device), num_frames=args.frames, rank=args.rank, blocks=args.blocks,
-                         scale=args.scale, temporal=args.temporal)
-
-
 def save_checkpoint(path, state):
     """Write to a temporary file, then rename: a kill at any moment leaves the last complete checkpoint."""
     tmp = path + ".tmp"
@@ -234,11 +231,13 @@ def main(argv=None):
     log(f"train.py {' '.join(sys.argv[1:])}")
     log(json.dumps(vars(args)))
 
-    # ---- data -------------------------------------------------------------------------------------------------
-    model = build_model(args, device)
+    # ---- data (its layout is checked first: no model download before a missing dataset is reported) ----------
+    data.class_names(evaluate.reader(args), args.data_root, **evaluate.lists(args))
+    model = evaluate.build_model(args, device)
     resolution = model.clip.visual.input_resolution
-    train_set = data.build_dataset(args.dataset, args.data_root, args.protocol, args.split, shots=args.shots,
-                                   seed=args.seed, num_frames=args.frames, train=True, resolution=resolution)
+    train_set = data.build_dataset(evaluate.reader(args), args.data_root, args.protocol, args.split,
+                                   shots=args.shots, seed=args.seed, num_frames=args.frames, train=True,
+                                   resolution=resolution, **evaluate.lists(args))
     classnames = train_set.classnames
     log(f"data: {len(train_set)} training videos, {len(classnames)} classes ({args.dataset}, {args.protocol}"
         f"{f', {args.shots} shots' if args.shots else ''}, split {args.split})")
@@ -256,7 +255,7 @@ def main(argv=None):
     counts = adapters.parameter_counts(model)
     log(f"MSTA r={args.rank} blocks {args.blocks[0]}-{args.blocks[1]} temporal={args.temporal}: "
         f"{adapters.format_counts(*counts)}")
-    tokens = class_tokens(classnames).to(device)                                      # (C, L)
+    tokens = evaluate.class_tokens(classnames).to(device)                                      # (C, L)
     spatial, temporal = losses.load_descriptions(args.dataset, classnames, args.num_descriptions, args.descriptions)
     spatial_feats = losses.description_features(model, [clip.tokenize(s) for s in spatial])    # (C, E)
     temporal_feats = losses.description_features(model, [clip.tokenize(t) for t in temporal])  # (C, E)
@@ -330,9 +329,9 @@ def main(argv=None):
     # ---- the end: the protocol's test with its published views, on the LAST epoch's weights -------------------
     results = evaluate.run_protocol(model, args, device, views=None, log=log, final=True)
     if rank == 0:
-        results.update(trainable_params=counts[0], backbone_params=counts[1], history=history,
-                       train_seconds=time.time() - t_start)
-        evaluate.write_results(args.output, results, log)
+        evaluate.write_results(args.output, evaluate.result_record(args, results, dict(
+            trainable_params=counts[0], backbone_params=counts[1], history=history,
+            train_seconds=time.time() - t_start)), log)
     if distributed:
         dist.destroy_process_group()
     return results
@@ -342,7 +341,8 @@ def run(argv=None):
     """Entry point: user errors (bad arguments, missing data, unreadable checkpoint) are one line and exit 2."""
     try:
         main(argv)
-    except (UsageError, data.DatasetError, evaluate.CheckpointError, clip.CLIPError) as e:
+    except (UsageError, data.DatasetError, losses.DescriptionError, evaluate.CheckpointError,
+            clip.CLIPError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

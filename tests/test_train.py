@@ -1,0 +1,155 @@
+"""train.py and evaluate.py end to end: a miniature UCF101 in its official layout and a small CLIP checkpoint in
+OpenAI's format (both written here), exact resume, two-process torchrun equal to one process, one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import evaluate
+import train
+from test_clip import SMALL, random_openai_state_dict
+from video_fixtures import ucf101_tree, write_video
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def ucf(tmp_path_factory):
+    """(data root, CLIP checkpoint path): 3 classes x 8 groups x 2 clips; groups 1-2 are the split-1 test set."""
+    d = tmp_path_factory.mktemp("ucf")
+    src = write_video(str(d / "src.avi"), codec="mpeg4", n=24, w=64, h=48)
+    ucf101_tree(str(d / "ucf101"), src)
+    ckpt = d / "clip_small.pt"
+    torch.save(random_openai_state_dict(SMALL), ckpt)  # a plain state dict in OpenAI's names and dtypes
+    return str(d / "ucf101"), str(ckpt)
+
+
+def few_shot_args(ucf, out, *extra):
+    root, ckpt = ucf
+    return ["--dataset", "ucf101", "--data-root", root, "--shots", "2", "--clip", ckpt, "--blocks", "1-2",
+            "--rank", "8", "--frames", "4", "--batch-size", "2", "--workers", "0", "--output", str(out), *extra]
+
+
+def test_few_shot_end_to_end_then_evaluate(ucf, tmp_path):
+    out = tmp_path / "run"
+    results = train.main(few_shot_args(ucf, out, "--epochs", "2", "--eval-every", "1", "--clips", "2",
+                                       "--crops", "3"))
+    saved = json.loads((out / "results.json").read_text())
+    for key in ("dataset", "protocol", "shots", "split", "seed", "epochs", "top1", "top5", "views",
+                "trainable_params"):
+        assert key in saved, key
+    assert (saved["dataset"], saved["protocol"], saved["shots"], saved["epochs"]) == ("ucf101", "few-shot", 2, 2)
+    assert saved["views"] == "2x3" and saved["rows"][0]["videos"] == 12 and saved["trainable_params"] > 0
+    assert len(saved["history"]) == 2 and "top1" in saved["history"][0]  # --eval-every 1: epoch 1 was tested
+    assert (out / "log.txt").exists() and (out / "results.md").exists()
+    # The checkpoint holds adapter tensors, optimiser state, epoch and plain arguments only.
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert set(ckpt) == {"adapters", "optimizer", "scheduler", "scaler", "epoch", "args"}
+    assert all(k.startswith("adapters.") for k in ckpt["adapters"]) and ckpt["epoch"] == 2
+    # evaluate.py rebuilds CLIP + adapters from the checkpoint and gets the same numbers.
+    evaluate.main(["--checkpoint", str(out), "--workers", "0", "--output", str(tmp_path / "eval")])
+    again = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert again["top1"] == pytest.approx(results["summary"]["top1"])
+    assert again["rows"][0]["videos"] == 12
+
+
+def test_resume_after_a_kill_is_exact(ucf, tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    train.main(few_shot_args(ucf, whole, "--epochs", "3", "--eval-every", "0", "--clips", "1", "--crops", "1"))
+    # 3 steps an epoch: stopping at step 5 is a kill in the middle of epoch 2, after epoch 1's checkpoint.
+    assert train.main(few_shot_args(ucf, killed, "--epochs", "3", "--eval-every", "0", "--max-steps", "5")) is None
+    assert torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    train.main(few_shot_args(ucf, killed, "--epochs", "3", "--eval-every", "0", "--clips", "1", "--crops", "1",
+                             "--resume"))
+    a = torch.load(whole / "checkpoint.pt", weights_only=True)
+    b = torch.load(killed / "checkpoint.pt", weights_only=True)
+    assert a["adapters"].keys() == b["adapters"].keys()
+    for k in a["adapters"]:
+        assert torch.equal(a["adapters"][k], b["adapters"][k]), k
+    ha = json.loads((whole / "results.json").read_text())["history"]
+    hb = json.loads((killed / "results.json").read_text())["history"]
+    assert [h["loss"] for h in ha[1:]] == [h["loss"] for h in hb]  # the resumed run logs epochs 2-3
+
+
+def run(args, env=None):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def test_torchrun_two_processes_match_one(tmp_path):
+    common = ["--dataset", "synthetic", "--clip", "random-tiny", "--epochs", "2", "--batch-size", "8",
+              "--workers", "0", "--eval-every", "1"]
+    one = run(["train.py", *common, "--output", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = run(["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "train.py", *common,
+               "--output", str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr[-2000:]
+    h1 = json.loads((tmp_path / "one" / "results.json").read_text())
+    h2 = json.loads((tmp_path / "two" / "results.json").read_text())
+    for a, b in zip(h1["history"], h2["history"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
+        assert a.get("top1") == pytest.approx(b.get("top1"))  # every test video scored exactly once
+    assert h1["rows"][0]["videos"] == h2["rows"][0]["videos"] == 128
+    assert h1["top1"] == pytest.approx(h2["top1"])
+
+
+@pytest.mark.parametrize("make_args", [
+    lambda ucf, d: ["train.py", "--dataset", "nope"],
+    lambda ucf, d: ["train.py", "--dataset", "ucf101", "--shots", "0"],
+    lambda ucf, d: few_shot_args(ucf, d)[:4] + ["--shots", "99", "--clip", ucf[1], "--blocks", "1-2"],
+    lambda ucf, d: ["train.py", "--dataset", "ucf101", "--data-root", str(d / "absent"), "--shots", "2",
+                    "--clip", "random-tiny"],
+    lambda ucf, d: ["train.py", "--dataset", "synthetic", "--clip", str(d / "garbage.pt")],
+    lambda ucf, d: ["evaluate.py", "--checkpoint", str(d / "garbage.pt")],
+], ids=["unknown-dataset", "zero-shots", "too-many-shots", "missing-root", "bad-clip", "bad-checkpoint"])
+def test_bad_arguments_are_one_line_and_exit_2(ucf, tmp_path, make_args):
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    args = make_args(ucf, tmp_path)
+    if args[0] != "train.py" and args[0] != "evaluate.py":
+        args = ["train.py", *args]
+    result = run(args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+
+
+def test_base_to_novel_reports_base_novel_and_harmonic_mean(tmp_path):
+    runs = []
+    for seed in (0, 1):
+        out = tmp_path / f"b2n{seed}"
+        train.main(["--dataset", "synthetic", "--protocol", "base2novel", "--seed", str(seed), "--epochs", "1",
+                    "--batch-size", "8", "--workers", "0", "--output", str(out)])
+        r = json.loads((out / "results.json").read_text())
+        assert {row["row"] for row in r["rows"]} == {"base", "novel"} and r["shots"] == 16
+        assert r["hm"] == pytest.approx(2 * r["base"] * r["novel"] / max(1e-9, r["base"] + r["novel"]))
+        runs.append(r)
+    # evaluate.py averages the seeds: base and novel means, HM of the means.
+    evaluate.main(["--checkpoint", str(tmp_path / "b2n0"), str(tmp_path / "b2n1"), "--workers", "0",
+                   "--output", str(tmp_path / "avg")])
+    avg = json.loads((tmp_path / "avg" / "results.json").read_text())
+    assert avg["base"] == pytest.approx((runs[0]["base"] + runs[1]["base"]) / 2)
+    assert avg["novel"] == pytest.approx((runs[0]["novel"] + runs[1]["novel"]) / 2)
+    assert avg["runs"] == 2 and "harmonic mean" in (tmp_path / "avg" / "results.md").read_text()
+
+
+def test_full_protocol_and_zero_shot_evaluation_over_three_splits(ucf, tmp_path):
+    root, ckpt = ucf
+    out = tmp_path / "full"
+    train.main(["--dataset", "ucf101", "--data-root", root, "--protocol", "full", "--clip", ckpt, "--blocks",
+                "1-2", "--rank", "8", "--frames", "4", "--epochs", "1", "--batch-size", "12", "--workers", "0",
+                "--clips", "1", "--crops", "1", "--output", str(out)])
+    r = json.loads((out / "results.json").read_text())
+    assert r["protocol"] == "full" and r["rows"][0]["videos"] == 12
+    # Zero-shot transfer is tested on all classes of each of the three official splits: mean and std.
+    evaluate.main(["--checkpoint", str(out), "--dataset", "ucf101", "--data-root", root, "--protocol",
+                   "zero-shot", "--clips", "1", "--crops", "1", "--workers", "0", "--output", str(tmp_path / "zs")])
+    zs = json.loads((tmp_path / "zs" / "results.json").read_text())
+    assert [row["split"] for row in zs["rows"]] == [1, 2, 3] and "top1_std" in zs
+    # The frozen-CLIP baseline needs no checkpoint.
+    evaluate.main(["--zero-shot-clip", "--clip", ckpt, "--dataset", "ucf101", "--data-root", root, "--clips", "1",
+                   "--crops", "1", "--workers", "0", "--output", str(tmp_path / "clip")])
+    assert json.loads((tmp_path / "clip" / "results.json").read_text())["trainable_params"] == 0
