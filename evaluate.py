@@ -50,11 +50,11 @@ class Parser(argparse.ArgumentParser):
 
 
 class Logger:
-    """Prints to the screen and appends to log.txt; `path=None` (ranks other than 0) prints nothing."""
+    """Prints to the screen and, given a path, to log.txt; quiet=True (ranks other than 0) prints nothing."""
 
     def __init__(self, path=None, append=False, quiet=False):
-        self.file = open(path, "a" if append else "w") if path else None
-        self.quiet, self.tty, self.last = quiet or path is None, sys.stdout.isatty(), 0.0
+        self.file = open(path, "a" if append else "w") if path and not quiet else None
+        self.quiet, self.tty, self.last = quiet, sys.stdout.isatty(), 0.0
 
     def __call__(self, message):
         if self.quiet:
@@ -324,15 +324,13 @@ def main(argv=None):
         model = build_model(args, device)
         model.load_trainable_state_dict(ckpt["adapters"])
         runs.append((args, model))
-    rows, log = [], Logger(None, quiet=False)
-    log.quiet = False
+    rows, log = [], Logger()
     for args, model in runs:
         for key in ("dataset", "data_root", "protocol", "split", "shots", "frames", "clips", "crops"):
             if getattr(a, key) is not None:
                 setattr(args, key, getattr(a, key))
-        if a.dataset is not None and a.data_root is None:
-            args.data_root = os.path.join("data", args.dataset)
-        args.data_root = args.data_root or os.path.join("data", args.dataset)
+        if (a.dataset is not None and a.data_root is None) or not args.data_root:
+            args.data_root = os.path.join("data", args.dataset)  # another dataset than trained on: its default
         args.precision = a.precision or ("bf16" if device.type == "cuda" else "fp32")
         args.workers, args.eval_batch_size = a.workers, a.batch_size
         result = run_protocol(model, args, device, log=log, final=True)
@@ -341,9 +339,16 @@ def main(argv=None):
         rows += result["rows"]
     args = runs[0][0]
     results = dict(rows=rows, summary=summarize(args.protocol, rows), views=result["views"])
-    output = a.output or (os.path.dirname(a.checkpoint[0].rstrip("/")) if a.checkpoint and
-                          a.checkpoint[0].endswith(".pt") else a.checkpoint[0] if a.checkpoint
-                          else os.path.join("runs", f"zero-shot-clip-{args.dataset}"))
+    # Never over the training run's own results.json: one run -> <run>/eval-<dataset>-<protocol>/.
+    tag = f"{args.dataset}-{args.protocol}"
+    if a.zero_shot_clip:
+        output = os.path.join("runs", f"zero-shot-clip-{tag}")
+    elif len(a.checkpoint) == 1:
+        run_dir = os.path.dirname(a.checkpoint[0]) if a.checkpoint[0].endswith(".pt") else a.checkpoint[0]
+        output = os.path.join(run_dir, f"eval-{tag}")
+    else:
+        output = os.path.join("runs", f"{tag}-mean-of-{len(a.checkpoint)}")
+    output = a.output or output
     write_results(output, result_record(args, results, dict(
         checkpoints=a.checkpoint, zero_shot_clip=a.zero_shot_clip,
         trainable_params=0 if a.zero_shot_clip else adapters.parameter_counts(runs[-1][1])[0])), log)

@@ -227,7 +227,7 @@ def main(argv=None):
     else:
         device = torch.device("cpu")
     os.makedirs(args.output, exist_ok=True)
-    log = evaluate.Logger(os.path.join(args.output, "log.txt") if rank == 0 else None, append=args.resume)
+    log = evaluate.Logger(os.path.join(args.output, "log.txt"), append=args.resume, quiet=rank != 0)
     log(f"train.py {' '.join(sys.argv[1:])}")
     log(json.dumps(vars(args)))
 
@@ -257,8 +257,9 @@ def main(argv=None):
         f"{adapters.format_counts(*counts)}")
     tokens = evaluate.class_tokens(classnames).to(device)                                      # (C, L)
     spatial, temporal = losses.load_descriptions(args.dataset, classnames, args.num_descriptions, args.descriptions)
-    spatial_feats = losses.description_features(model, [clip.tokenize(s) for s in spatial])    # (C, E)
-    temporal_feats = losses.description_features(model, [clip.tokenize(t) for t in temporal])  # (C, E)
+    # truncate=True: ours fit the context (tested); one of the authors' published sentences does not.
+    spatial_feats = losses.description_features(model, [clip.tokenize(s, truncate=True) for s in spatial])
+    temporal_feats = losses.description_features(model, [clip.tokenize(t, truncate=True) for t in temporal])
     step_fn = TrainStep(model)
     if distributed:
         step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=[device] if device.type == "cuda"
@@ -270,7 +271,7 @@ def main(argv=None):
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=args.weight_decay)
     ckpt_path = os.path.join(args.output, "checkpoint.pt")
-    start_epoch, step = 0, 0
+    start_epoch, step, history = 0, 0, []  # history: one row of numbers per epoch, kept in the checkpoint
     if args.resume:
         if not os.path.exists(ckpt_path):
             raise UsageError(f"--resume: no checkpoint at {ckpt_path}")
@@ -278,12 +279,12 @@ def main(argv=None):
         model.load_trainable_state_dict(ckpt["adapters"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, step = ckpt["epoch"], ckpt["scheduler"]["step"]
+        start_epoch, step, history = ckpt["epoch"], ckpt["scheduler"]["step"], ckpt["history"]
         log(f"resumed from {ckpt_path} at epoch {start_epoch}")
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     steps_per_epoch = len(sampler)
-    total_steps, t_start, history = args.epochs * steps_per_epoch, time.time(), []
+    total_steps, t_start = args.epochs * steps_per_epoch, time.time()
     for epoch in range(start_epoch, args.epochs):
         model.train()
         sampler.epoch = items.epoch = epoch
@@ -316,15 +317,15 @@ def main(argv=None):
                 return None
         row = dict(epoch=epoch + 1, loss=loss_sum / max(1, seen), train_top1=100 * correct / max(1, seen),
                    clips_per_s=seen / (time.time() - t_epoch))
-        if rank == 0:
-            save_checkpoint(ckpt_path, dict(adapters=model.trainable_state_dict(), optimizer=optimizer.state_dict(),
-                                            scaler=scaler.state_dict(), scheduler=dict(step=step),
-                                            epoch=epoch + 1, args=vars(args)))
         if args.eval_every and (epoch + 1) % args.eval_every == 0 and epoch + 1 < args.epochs:
             quick = evaluate.run_protocol(model, args, device, views=(1, 1), log=log, final=False)
             row.update({k: v for k, v in quick["summary"].items() if isinstance(v, (int, float))})
         history.append(row)
         log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        if rank == 0:
+            save_checkpoint(ckpt_path, dict(adapters=model.trainable_state_dict(), optimizer=optimizer.state_dict(),
+                                            scaler=scaler.state_dict(), scheduler=dict(step=step),
+                                            epoch=epoch + 1, history=history, args=vars(args)))
 
     # ---- the end: the protocol's test with its published views, on the LAST epoch's weights -------------------
     results = evaluate.run_protocol(model, args, device, views=None, log=log, final=True)

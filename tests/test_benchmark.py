@@ -14,6 +14,14 @@ sys.path.insert(0, ROOT)
 
 import benchmark  # noqa: E402
 
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """--quick runs on one thread; give the test session its own thread count back afterwards."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 TRAIN_FIELDS = ("time_s", "times_s", "peak_bytes", "memory_measure", "flops", "flops_per_s", "utilisation",
                 "trainable_params", "label")
 
