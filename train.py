@@ -34,14 +34,18 @@ import losses
 #   zero-shot: 10 epochs of Kinetics-400 (240k videos, ~75k steps at batch 32): the length ViFi-CLIP and X-CLIP
 #              use for this protocol; more epochs over-fit K400's label space and cost transfer accuracy.
 #   full:      30 epochs: the length those works use for fully supervised Kinetics/UCF/HMDB training.
-#   synthetic: the offline demo (README "First run"): a tiny model, few epochs, sized to finish in ~1 minute on
-#              a 2-core CPU while the motion-only classes still separate (see README for the measured numbers).
+#   synthetic: the offline demo (README "First run"), sized to finish in 65-80 s on a 2-core CPU with the
+#              temporal adapters far ahead of the frame mean (measured, README). Why each departure from the paper:
+#              4 frames and r = 8 keep a step cheap; lr 1e-2 and lambda 0.03 because the paper's 1e-3 and 0.005
+#              leave a random backbone at chance in 16 epochs; batch 8 for more steps in the time; alpha 0 because
+#              a random text encoder's description features are noise to pull towards (alpha 1 cost attn 18 points).
 PROTOCOLS = {
     "few-shot":   dict(rank=128, blocks="8-12", epochs=50, warmup=5, batch_size=32),
     "base2novel": dict(rank=256, blocks="1-12", epochs=50, warmup=5, batch_size=32),
     "zero-shot":  dict(rank=256, blocks="1-12", epochs=10, warmup=2, batch_size=32),
     "full":       dict(rank=256, blocks="1-12", epochs=30, warmup=5, batch_size=32),
-    "synthetic":  dict(rank=32, blocks="1-4", epochs=8, warmup=1, batch_size=16, clip="random-tiny"),
+    "synthetic":  dict(rank=8, blocks="1-4", epochs=16, warmup=1, batch_size=8, clip="random-tiny", frames=4,
+                       lr=1e-2, scale=0.03, alpha=0.0),
 }
 DATASETS = ("ucf101", "hmdb51", "k400", "k600", "ssv2", "synthetic")
 
