@@ -57,7 +57,7 @@ class TemporalAttention(nn.Module):
     (100,736 at r = 256, T = 8). Two parts carry frame order: the position embedding (without it attention is
     permutation-equivariant and the frame-mean would ignore the order) and the value projection (values = h itself
     would add the neighbour frame's features in the frame's own feature space, where "bright now, dark next" and
-    "dark now, bright next" sum to the same thing; in the synthetic demo it is worth ~10 points of top-1).
+    "dark now, bright next" sum to the same thing; in the synthetic demo it is worth ~13 points of top-1).
     Bidirectional, since the whole clip is seen at once.
     """
 
