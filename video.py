@@ -58,7 +58,7 @@ class _Unreliable(Exception):
 
 
 def frame_files(folder):
-    """Sorted img_XXXXX.jpg paths of a frame folder (sorted by number, so img_10 follows img_9)."""
+    """Sorted img_<number>.jpg paths of a frame folder (sorted by number, so img_10 follows img_9)."""
     found = [(int(m.group(1)), name) for name in os.listdir(folder) if (m := FRAME_FILE.match(name))]
     return [os.path.join(folder, name) for _, name in sorted(found)]
 
@@ -243,11 +243,11 @@ class Video:
 
 
 def open_video(path):
-    """A Video for a file, a FrameFolder for a directory of img_XXXXX.jpg; both have .length and .read()."""
+    """A Video for a file, a FrameFolder for a directory of img_<number>.jpg; both have .length and .read()."""
     if os.path.isdir(path):
         folder = FrameFolder(path)
         if folder.length == 0:
-            raise VideoError(f"{path}: folder without img_XXXXX.jpg frames")
+            raise VideoError(f"{path}: folder without img_<number>.jpg frames")
         return folder
     if not os.path.exists(path):
         raise VideoError(f"{path}: no such file")
