@@ -430,8 +430,8 @@ def draw_shots(items, shots, seed, classnames):
 SYNTHETIC_CLASSES = ("a square moving left", "a square moving right", "a square moving up", "a square moving down",
                      "a square shrinking", "a square growing", "a square rotating anticlockwise",
                      "a square rotating clockwise")
-# 128 training clips per class: with 16 (and so 8x fewer steps in the demo's 16 epochs) attn reached 38% and conv 15%
-# instead of 80% and 87% (README). Rendering is cheap (~2,000 clips/s); the training steps are what cost.
+# 128 training clips per class: with 16 (and so 8x fewer steps in the demo's 16 epochs) attn reached 38% and conv 14%
+# instead of 80% and 85% (README). Rendering is cheap (~2,000 clips/s); the training steps are what cost.
 SYNTHETIC_TRAIN_PER_CLASS, SYNTHETIC_TEST_PER_CLASS = 128, 16
 SYNTHETIC_RENDER = 64  # clips are drawn at most 64 x 64, then resized to the model's resolution: cheap on a CPU
 

@@ -38,7 +38,7 @@ import losses
 #              temporal adapters far ahead of the frame mean (measured, README). Why each departure from the paper:
 #              4 frames and r = 8 keep a step cheap; lr 1e-2 and lambda 0.03 because the paper's 1e-3 and 0.005
 #              leave a random backbone at chance in 16 epochs; batch 8 for more steps in the time; alpha 0 because
-#              a random text encoder's description features are noise to pull towards (alpha 1 cost attn 18 points).
+#              a random text encoder's description features are noise to pull towards (alpha 1 cost attn 19 points).
 PROTOCOLS = {
     "few-shot":   dict(rank=128, blocks="8-12", epochs=50, warmup=5, batch_size=32),
     "base2novel": dict(rank=256, blocks="1-12", epochs=50, warmup=5, batch_size=32),
