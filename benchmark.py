@@ -8,6 +8,8 @@ speed and memory do not depend on the values) and measures, on one device in one
                 peak memory, and achieved FLOP/s as a fraction of (1)
   3. full FT    the same step with every CLIP weight trainable (frame-mean video feature, no adapters); and a
                 plain ViT-B/16 forward+backward, the reference for what FLOP/s this device reaches on this model
+     stream     the few-shot step under bf16 autocast on any device, with the residual stream in fp32 (clip.py's)
+                and in bf16 (as before): what keeping lambda*A from being rounded away costs in time and memory
   4. ablation   the MSTA few-shot step with its four efficiency measures off, all together and one at a time
   5. inference  clips/s with the class text features cached, single view and UCF101's 5 x 3 views
   6. data       data.read_frames on the 8 test-sampled frames of a 10-s 340x256 30-fps video (written here with
@@ -117,6 +119,13 @@ class AblationMSTA(adapters.MSTA):
         for block in self.clip.transformer.resblocks[:self.start]:
             x = block(x, mask)
         return x, mask
+
+
+def bf16_stream(model):
+    """The vision stream in bf16 under autocast, as clip.py had it before keeping it fp32 (the text stream was
+    fp32 already): embed's output cast to bf16, which every block then keeps. Only to measure what fp32 costs."""
+    embed = model.visual.embed
+    model.visual.embed = lambda images: embed(images).to(torch.bfloat16)  # an instance attribute shadows the method
 
 
 class FullFineTune(torch.nn.Module):
@@ -295,8 +304,12 @@ def build_train_step(name, args):
     T, kind = args.frames, "full" if name == "full-ft" else "vit" if name == "vit" else "msta"
     rank, blocks = size["largest"] if name == "msta-largest" else size["few_shot"]
     off = set(MEASURES) if name == "off-all" else {name[4:]} if name.startswith("off-") else set()
+    if name.startswith("stream-"):  # the residual stream's cost: both rows under bf16 autocast, whatever the device
+        precision, autocast = "bf16", torch.autocast(device.type, dtype=torch.bfloat16)
     torch.manual_seed(0)
     model = clip.build_random(size["clip"]).to(device)
+    if name == "stream-bf16":
+        bf16_stream(model)
     prompts, spatial, temporal = (x.to(device) for x in ucf101_text())
     C = len(prompts)
     if kind == "msta":
@@ -498,6 +511,8 @@ WORKERS = {  # name -> (function, row label); the order is the order they run an
     "msta-largest": (train_worker, "MSTA largest (r {r}, blocks {b})"),
     "full-ft": (train_worker, "full fine-tuning"),
     "vit": (train_worker, "plain {model} fwd+bwd (reference)"),
+    "stream-fp32": (train_worker, "MSTA few-shot bf16, fp32 stream (ours)"),
+    "stream-bf16": (train_worker, "MSTA few-shot bf16, bf16 stream (before)"),
     "off-all": (train_worker, "MSTA few-shot, all 4 measures off"),
     **{f"off-{m}": (train_worker, f"  off: {text}") for m, text in MEASURES.items()},
     "infer": (infer_worker, "inference"),
@@ -737,7 +752,8 @@ def benchmark(args):
                 r, b = size["largest"] if name == "msta-largest" else size["few_shot"]
                 row["label"] = label.format(r=r, b=f"{b[0]}-{b[1]}", model=model_name)
                 if "flops_per_s" in row:
-                    row["utilisation"] = row["flops_per_s"] / ceiling
+                    row["utilisation"] = row["flops_per_s"] / results["ceiling"].get(
+                        row.get("precision"), results["ceiling"]["fp32"])["flops_per_s"]  # the row's own dtype
                 results["train"][name] = row
             elif name == "infer":
                 for key in ("single", "multi"):

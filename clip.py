@@ -54,7 +54,8 @@ class CLIPError(RuntimeError):
 
 # ----------------------------------------------------------------------------------------------------- model
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in fp32 (fp16 statistics lose precision), returned in the input's dtype."""
+    """LayerNorm computed in fp32 (fp16 statistics lose precision), returned in the input's dtype (the residual
+    stream's: fp32 under autocast, see VisionTransformer.embed)."""
 
     def forward(self, x):
         w, b = self.weight.float(), self.bias.float()  # also correct after a user's model.half()
@@ -143,8 +144,12 @@ class VisionTransformer(nn.Module):
         """Images (B, 3, H, W) -> tokens (B, N, D): patches, class token first, positions, ln_pre."""
         x = self.conv1(images.to(self.conv1.weight.dtype))  # (B, 3, H, W) -> (B, D, grid, grid)
         x = x.flatten(2).transpose(1, 2)  # (B, D, grid, grid) -> (B, grid^2, D)
-        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (D,) -> (B, 1, D)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # (B, N, D)
+        # The residual stream is kept in the weights' dtype (fp32), also under autocast, where the conv returns
+        # bf16: bf16 keeps ~3 significant digits, which would round away most of an adapter's small lambda*A added
+        # to the stream. The blocks' matmuls still run in autocast's dtype; their outputs add into fp32.
+        x = x.to(self.positional_embedding.dtype)
+        cls = self.class_embedding.expand(x.shape[0], 1, -1)  # (D,) -> (B, 1, D)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding  # (B, N, D)
         return self.ln_pre(x)
 
     def head(self, x):
@@ -207,6 +212,7 @@ class CLIP(nn.Module):
         """Token ids (C, L) -> (embedded tokens (C, L', D), causal mask (L', L')), cut after the last end token."""
         # Exact: under the causal mask no position sees a later one, so tokens after the last end token change nothing.
         n = int(tokens.argmax(dim=-1).max()) + 1  # the end token has the largest id, so argmax finds it
+        # In the weights' dtype (fp32) under autocast too, as the vision stream (VisionTransformer.embed).
         x = self.token_embedding(tokens[:, :n]).to(self.dtype) + self.positional_embedding[:n].to(self.dtype)
         return x, self.attn_mask[:n, :n]  # (C, L) -> (C, L', D), (L', L')
 
