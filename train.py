@@ -152,12 +152,18 @@ def parse_blocks(text):
 
 
 def lr_at(step, args, steps_per_epoch):
-    """Linear warm-up over --warmup-epochs, then cosine from --lr down to --min-lr at the last step."""
+    """The learning rate of optimiser step `step` (0-based, counted over the whole run): timm's CosineLRScheduler
+    as ViFi-CLIP/X-CLIP build it (warmup_lr_init=0, lr_min = lr / 100 = --min-lr, t_in_epochs=False), stepped per
+    iteration. Linear warm-up from 0 over --warmup-epochs; the cosine runs over the WHOLE run, warm-up included
+    (timm's warmup_prefix=False), so the warm-up ends on the cosine's value there, not on --lr: 9.76e-4 at the
+    end of epoch 5 of 50 with lr 1e-3, as the authors' logs show. Step s gets timm's value at t = s, timm's own
+    training loop's convention (X-CLIP's loop updates after the step, one step later)."""
     warmup, total = args.warmup_epochs * steps_per_epoch, args.epochs * steps_per_epoch
     if step < warmup:
-        return args.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
+        return args.lr * step / warmup
+    if step >= total:
+        return args.min_lr
+    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * step / total))
 
 
 class GlobalBatches(torch.utils.data.Sampler):

@@ -176,3 +176,17 @@ def test_offline_demo_temporal_adapters_beat_frame_mean(tmp_path):
     print("demo top-1", top1, "seconds", {k: round(v) for k, v in seconds.items()})
     assert top1["attn"] >= top1["none"] + 20, top1
     assert top1["conv"] >= top1["none"] + 20, top1
+
+
+def test_lr_schedule_is_timms_cosine_stepped_per_iteration():
+    """train.lr_at equals timm's CosineLRScheduler as ViFi-CLIP builds it (t_initial = all steps, warmup_t = 5
+    epochs of steps, warmup_lr_init 0, lr_min 1e-5, t_in_epochs False), read after step_update(t). The golden
+    values are timm 1.0.31's, run outside this repository with 7 steps per epoch and 50 epochs."""
+    args = train.parse_args(["--dataset", "ucf101", "--shots", "2"])  # few-shot: 50 epochs, 5 of warm-up
+    assert (args.epochs, args.warmup_epochs, args.lr, args.min_lr) == (50, 5, 1e-3, 1e-5)
+    timm = {0: 0.0, 17: 0.0004857142857142857, 34: 0.0009714285714285714, 35: 0.0009757729755661011,
+            36: 0.000974381033087177, 175: 0.0005050000000000001, 349: 1.001994049541881e-05}
+    for step, lr in timm.items():
+        assert train.lr_at(step, args, 7) == pytest.approx(lr, rel=1e-12, abs=1e-18), step
+    # The warm-up ends on the cosine over the whole run: 9.76e-4 after epoch 5, the value the authors' logs show.
+    assert f"{train.lr_at(5 * 7, args, 7):.2e}" == "9.76e-04"
