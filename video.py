@@ -344,6 +344,22 @@ class ColorJitter(torch.nn.Module):
         return video
 
 
+class RandomGrayscale(torch.nn.Module):
+    """With probability p the whole clip turns gray (one draw per clip, every frame alike): its luma (ITU-R 601
+    weights, torchvision's) in all three channels. v2.RandomGrayscale cannot do this: torchvision registers no
+    grayscale kernel for tv_tensors.Video, so it passes videos through unchanged."""
+
+    def __init__(self, p=0.2):  # X-CLIP/ViFi-CLIP's 20%
+        super().__init__()
+        self.p = p
+
+    def forward(self, video):  # (T, 3, H, W) float
+        if float(torch.rand(())) >= self.p:
+            return video
+        gray = v2.functional.rgb_to_grayscale(video.as_subclass(torch.Tensor), num_output_channels=3)
+        return gray.as_subclass(type(video))  # stays a tv_tensors.Video for the transforms after it
+
+
 def train_transform(resolution, flip=True):
     """Training augmentation on a uint8 tv_tensors.Video (T, 3, H, W) -> float (T, 3, r, r), one random draw per
     clip: X-CLIP/ViFi-CLIP's pipeline. No flip for SSv2, where left/right is part of the label."""
@@ -354,7 +370,7 @@ def train_transform(resolution, flip=True):
         *([v2.RandomHorizontalFlip()] if flip else []),
         v2.ToDtype(torch.float32, scale=True),
         v2.RandomApply([ColorJitter()], p=0.8),
-        v2.RandomGrayscale(p=0.2),
+        RandomGrayscale(p=0.2),
         v2.Normalize(CLIP_MEAN, CLIP_STD),
         v2.ToPureTensor(),
     ])
