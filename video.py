@@ -377,12 +377,15 @@ def train_transform(resolution, flip=True):
 
 
 class TestTransform:
-    """Short side to the resolution, then the centre crop (T, 3, r, r), or three crops along the long side
-    (3, T, 3, r, r) for the multi-view test. A class rather than a closure so that spawned workers can pickle it."""
+    """Single view: short side to int(256/224 x r), then the centre r x r crop (T, 3, r, r), ViFi-CLIP's single-crop
+    test (Resize 256, CenterCrop 224 for a 224 model). Three crops: short side to r, then three r x r crops along
+    the long side (3, T, 3, r, r), its multi-view test. A class rather than a closure so that spawned workers can
+    pickle it."""
 
     def __init__(self, resolution, crops=1):
         self.size, self.crops = resolution, crops
-        self.prepare = v2.Compose([v2.Resize(resolution), v2.ToDtype(torch.float32, scale=True),
+        short = int(256 / 224 * resolution) if crops == 1 else resolution
+        self.prepare = v2.Compose([v2.Resize(short), v2.ToDtype(torch.float32, scale=True),
                                    v2.Normalize(CLIP_MEAN, CLIP_STD), v2.ToPureTensor()])
 
     def __call__(self, video):  # uint8 (T, 3, H, W)

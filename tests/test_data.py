@@ -149,6 +149,20 @@ def test_transforms_share_one_draw_per_clip():
     assert not any(isinstance(t, v2.RandomHorizontalFlip) for t in video.train_transform(48, flip=False).transforms)
 
 
+def test_test_transform_single_crop_resizes_to_256_over_224_then_centre_crops():
+    """ViFi-CLIP's single-view test: short side int(256/224 x r), centre r x r crop; three crops: short side r."""
+    clip = torch.randint(0, 256, (2, 3, 60, 80), dtype=torch.uint8)  # (T, 3, H, W)
+    mean, std = torch.tensor(video.CLIP_MEAN)[:, None, None], torch.tensor(video.CLIP_STD)[:, None, None]
+    normalise = lambda x: (x.float() / 255 - mean) / std  # noqa: E731
+    F = v2.functional
+    one = video.TestTransform(40)(tv_tensors.Video(clip))
+    expected = normalise(F.center_crop(F.resize(clip, [45, 60]), [40, 40]))  # int(256 / 224 * 40) = 45
+    torch.testing.assert_close(one, expected, atol=1e-5, rtol=0)
+    three = video.TestTransform(40, crops=3)(tv_tensors.Video(clip))
+    small = normalise(F.resize(clip, [40, 53]))  # short side 40: 60 x 80 -> 40 x 53
+    torch.testing.assert_close(three, torch.stack([small[..., s:s + 40] for s in (0, 6, 13)]), atol=1e-5, rtol=0)
+
+
 def test_colour_jitter_is_a_colour_change():
     gray = torch.rand(4, 1, 16, 16).expand(4, 3, 16, 16)
     assert torch.allclose(video.ColorJitter(0, 0, 0, 0.5)(gray), gray, atol=1e-5)  # hue leaves gray alone
