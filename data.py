@@ -107,9 +107,11 @@ def protocol_facts():
 class VideoDataset(Dataset):
     """(video, label) items from (path, label) pairs; paths are video files or frame folders.
 
-    A video that fails to decode is logged once, marked broken in an array shared with the DataLoader workers
-    (so .skipped counts each bad video once, whichever process met it, in every epoch), and replaced by another
-    video of the same class (after 10 failed tries, of any class), so labels stay right and the epoch goes on.
+    A video that fails to decode is logged once and marked broken in an array shared with the DataLoader workers
+    (so .skipped counts each bad video once, whichever process met it, in every epoch). In training it is replaced
+    by another video of the same class (after 10 failed tries, of any class), so labels stay right and the epoch
+    goes on. In a test set (train=False) it is not replaced, which would score another video twice: the item is
+    (None, label), which evaluate.py leaves out of the metric and counts.
     """
 
     def __init__(self, name, items, classnames, num_frames=8, train=True, resolution=224, views=(1, 1), flip=True,
@@ -139,8 +141,10 @@ class VideoDataset(Dataset):
                     return self.load(path), label
                 except VideoError as e:
                     self._broken[i] = 1
-                    log.warning("%s: skipping a video that cannot be decoded, using another of its class: %s",
-                                self.name, e)
+                    log.warning("%s: skipping a video that cannot be decoded, %s: %s", self.name,
+                                "using another of its class" if self.train else "not scored", e)
+            if not self.train:
+                return None, label
             pool = self._by_class[label] if attempt < 10 else range(len(self.items))
             i = pool[random.Random(index * 1_000_003 + attempt).randrange(len(pool))]  # deterministic stand-in
         raise RuntimeError(f"{self.name}: 100 videos in a row failed to decode (last: {path}); is the data readable?")

@@ -149,19 +149,34 @@ class Shard(torch.utils.data.Sampler):
         return len(self.indices)
 
 
+def collate_readable(batch):
+    """(videos, labels, readable) of a test batch: the default collation of its readable items, and a bool per item
+    saying which those are (an unreadable test video comes as (None, label), data.VideoDataset)."""
+    readable = torch.tensor([v is not None for v, _ in batch])
+    items = [item for item in batch if item[0] is not None]
+    return (*(torch.utils.data.default_collate(items) if items else (None, None)), readable)
+
+
 @torch.no_grad()
 def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, log=None):
     """Top-1 / top-5 (%) of `model` on `dataset`, whose items are (V, T, 3, H, W) or (T, 3, H, W) videos.
-    Under torchrun every rank scores its shard and the scores are gathered by video index."""
+    Under torchrun every rank scores its shard and the scores are gathered by video index. A video that cannot be
+    read is left out of the metric, never replaced: videos = the number scored, skipped = those missing from disk
+    plus those that failed to decode, over all ranks."""
     model.eval()
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     with autocast_for(device, precision):
         text = model.encode_text(class_tokens(dataset.classnames).to(device))  # (C, E): once per label set
     sampler = Shard(len(dataset), rank, world)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers)
-    scores, labels, t0 = [], [], time.time()
-    for i, (videos, y) in enumerate(loader):
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                         collate_fn=collate_readable)
+    scores, labels, scored, t0 = [], [], [], time.time()  # scored: the dataset indices of the rows of scores
+    for i, (videos, y, readable) in enumerate(loader):
+        batch = sampler.indices[i * batch_size:i * batch_size + len(readable)]  # in order: no shuffling
+        scored += [index for index, ok in zip(batch, readable.tolist()) if ok]
+        if videos is None:
+            continue  # nothing readable in this batch
         videos = videos.to(device, non_blocking=True)
         if videos.dim() == 5:
             videos = videos.unsqueeze(1)                                  # (B, T, 3, H, W) -> (B, 1, T, 3, H, W)
@@ -176,16 +191,18 @@ def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, 
                          f" videos, {(i + 1) * batch_size * V / (time.time() - t0):.1f} views/s")
     scores = torch.cat(scores) if scores else torch.zeros(0, len(dataset.classnames))
     labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
-    if distributed:  # gather (index, scores, label) from every rank, then put them back in dataset order
+    unreadable = len(sampler) - len(scored)
+    if distributed:  # gather (indices, scores, labels, unreadable) from every rank; put them back in dataset order
         parts = [None] * world
-        dist.all_gather_object(parts, (sampler.indices, scores, labels))
-        order = torch.tensor([i for p in parts for i in p[0]]).argsort()
+        dist.all_gather_object(parts, (scored, scores, labels, unreadable))
+        order = torch.tensor([i for p in parts for i in p[0]], dtype=torch.long).argsort()
         scores, labels = torch.cat([p[1] for p in parts])[order], torch.cat([p[2] for p in parts])[order]
+        unreadable = sum(p[3] for p in parts)
     top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices                # (n, 5)
     hit1 = (top5[:, 0] == labels).float()
     hit5 = (top5 == labels[:, None]).any(1).float()
     return dict(top1=100 * hit1.mean().item(), top5=100 * hit5.mean().item(), videos=len(labels),
-                skipped=int(getattr(dataset, "skipped", 0)))
+                skipped=int(getattr(dataset, "missing", 0)) + unreadable)
 
 
 def reader(args, name=None):
@@ -266,11 +283,12 @@ def write_results(folder, results, log=None):
     s = results["summary"]
     lines = [f"# {results['dataset']} -- {results['protocol']}", "",
              f"Views per video: {results['views']}. Weights of the last epoch; no epoch was selected on the "
-             "test set.", "", "| test set | dataset | split | classes | videos | top-1 | top-5 |",
-             "|---|---|---|---|---|---|---|"]
+             "test set. videos: scored; unreadable: missing or undecodable, left out of the metric.", "",
+             "| test set | dataset | split | classes | videos | unreadable | top-1 | top-5 |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         lines.append(f"| {r['row']} | {r['dataset']} | {r['split']} | {r['classes']} | {r['videos']} | "
-                     f"{r['top1']:.2f} | {r['top5']:.2f} |")
+                     f"{r.get('skipped', 0)} | {r['top1']:.2f} | {r['top5']:.2f} |")
     lines.append("")
     if results["protocol"] == "base2novel":
         lines.append(f"**base {s['base']:.2f}, novel {s['novel']:.2f}, harmonic mean {s['hm']:.2f}** "

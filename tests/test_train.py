@@ -9,6 +9,9 @@ import time
 import pytest
 import torch
 
+import adapters
+import clip
+import data
 import evaluate
 import train
 from test_clip import SMALL, random_openai_state_dict
@@ -190,3 +193,57 @@ def test_lr_schedule_is_timms_cosine_stepped_per_iteration():
         assert train.lr_at(step, args, 7) == pytest.approx(lr, rel=1e-12, abs=1e-18), step
     # The warm-up ends on the cosine over the whole run: 9.76e-4 after epoch 5, the value the authors' logs show.
     assert f"{train.lr_at(5 * 7, args, 7):.2e}" == "9.76e-04"
+
+
+# A test split of 8 videos, one of which cannot be decoded (an empty file), scored by evaluate.evaluate.
+UNREADABLE_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, {root!r})
+import torch, torch.distributed as dist
+import adapters, clip, data, evaluate
+items = {items!r}
+if os.environ.get("WORLD_SIZE"):
+    dist.init_process_group("gloo")
+torch.manual_seed(0)
+model = adapters.MSTA(clip.build_random("random-tiny"), num_frames=4, rank=8, blocks=(3, 4))
+result = evaluate.evaluate(model, data.VideoDataset("test", items, ["a", "b", "c"], num_frames=4, train=False,
+                                                    resolution=32), torch.device("cpu"), batch_size=3)
+if not dist.is_initialized() or dist.get_rank() == 0:
+    print("RESULT " + json.dumps(result))
+"""
+
+
+def unreadable_split(tmp_path):
+    """(items of 8 videos with one empty file among them, the same items without it)."""
+    paths = [write_video(str(tmp_path / f"v{i}.avi"), codec="mpeg4", n=12 + 5 * i, w=40, h=32) for i in range(7)]
+    (tmp_path / "broken.avi").write_bytes(b"")
+    items = [(p, i % 3) for i, p in enumerate(paths)]
+    return items[:3] + [(str(tmp_path / "broken.avi"), 1)] + items[3:], items
+
+
+def test_unreadable_test_video_is_counted_not_scored(tmp_path):
+    with_broken, readable = unreadable_split(tmp_path)
+    torch.manual_seed(0)
+    model = adapters.MSTA(clip.build_random("random-tiny"), num_frames=4, rank=8, blocks=(3, 4))
+    results = {name: evaluate.evaluate(model, data.VideoDataset("test", items, ["a", "b", "c"], num_frames=4,
+                                                                train=False, resolution=32),
+                                       torch.device("cpu"), batch_size=3)
+               for name, items in (("broken", with_broken), ("readable", readable))}
+    assert (results["broken"]["videos"], results["broken"]["skipped"]) == (7, 1)
+    assert (results["readable"]["videos"], results["readable"]["skipped"]) == (7, 0)
+    assert results["broken"]["top1"] == pytest.approx(results["readable"]["top1"])  # the same 7 videos, once each
+    assert results["broken"]["top5"] == pytest.approx(results["readable"]["top5"])
+    (tmp_path / "broken.py").write_text(UNREADABLE_SCRIPT.format(root=ROOT, items=with_broken))
+    # Two processes: every readable video scored exactly once across the ranks, the unreadable one counted once.
+    two = run(["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
+               str(tmp_path / "broken.py")])
+    assert two.returncode == 0, two.stderr[-2000:]
+    gathered = json.loads(two.stdout.split("RESULT ")[1])
+    assert (gathered["videos"], gathered["skipped"]) == (7, 1)
+    assert gathered["top1"] == pytest.approx(results["readable"]["top1"])
+    # The results table shows both numbers.
+    row = dict(row="split1", dataset="ucf101", split=1, subset=None, classes=3, **gathered)
+    evaluate.write_results(str(tmp_path / "out"), dict(dataset="ucf101", protocol="full", views="1x1", rows=[row],
+                                                      summary=evaluate.summarize("full", [row])))
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| videos | unreadable |" in table and "| 7 | 1 |" in table
