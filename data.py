@@ -19,7 +19,7 @@ Protocols, as ViFi-CLIP (Rasheed et al., CVPR 2023) publishes them and MSTA's pa
               (1, 2, 3), or on Kinetics-600 validation videos of 160-class split `split` (ER-ZSAR's splits).
   full        the whole training split; test on the whole test/validation split.
 Class-name text: UCF101 CamelCase split into words ("YoYo" -> "Yo Yo"), classInd order; HMDB51 underscores ->
-spaces, in the order of the sorted split-file names; Kinetics official names, sorted; SSv2 templates without
+spaces, in the order of the sorted class names; Kinetics official names, sorted; SSv2 templates without
 brackets, in label-index order. Shape legend: T frames, H x W pixels, V views.
 """
 import csv
@@ -236,7 +236,10 @@ def _ucf101(root, split, part):
 def _hmdb51(root, split, part):
     splits = os.path.join(root, "testTrainMulti_7030_splits")
     suffix = f"_test_split{split}.txt"
-    files = sorted(f for f in os.listdir(splits) if f.endswith(suffix)) if os.path.isdir(splits) else []
+    # Sorted by class name, the standard label order (ViFi-CLIP's hmdb_51_labels.csv, the authors' description
+    # files): "climb" before "climb_stairs", where sorting the file names would put "climb_stairs_test..." first.
+    files = sorted((f for f in os.listdir(splits) if f.endswith(suffix)) if os.path.isdir(splits) else [],
+                   key=lambda f: f[:-len(suffix)])
     if not files:
         _fail("hmdb51", root, f"no {splits}/<class>{suffix}")
     videos, items, want = _finder(root), [], "1" if part == "train" else "2"  # 1 train, 2 test, 0 unused

@@ -58,13 +58,22 @@ class DescriptionError(ValueError):
     """Descriptions missing for a class, or no description file for a dataset: one line for the user."""
 
 
-def load_descriptions(dataset, classnames, num=2, folder="descriptions", all_classnames=None):
+# The authors' file-name tag of each dataset: {N}_{s|t}_description_{tag}[_base|_novel].json in their repository.
+AUTHORS_TAGS = {"ucf101": "ucf_101", "hmdb51": "hmdb", "k400": "k400", "k600": "k600", "ssv2": "ssv2"}
+
+
+def load_descriptions(dataset, classnames, num=2, folder="descriptions", all_classnames=None, subset=None):
     """The first `num` spatial and temporal descriptions of each class -> (spatial, temporal), two lists of C
     lists of sentences, in the order of `classnames` (any subset of the dataset's classes, e.g. base classes).
 
     Reads our format, <folder>/<dataset>.json keyed by class name (descriptions/README.md), or else the authors'
-    published pair {N}_s_description_{dataset}.json / {N}_t_description_{dataset}.json, keyed by class index
-    "0".."C-1" in the dataset's full class order, `all_classnames` (default: classnames)."""
+    published pairs {N}_s_description_{tag}.json / {N}_t_description_{tag}.json, tag their name for the dataset
+    (AUTHORS_TAGS: ucf_101, hmdb, k400, k600, ssv2; our dataset name is accepted too), the smallest N >= num.
+    Their files are keyed by class index "0".."C-1": in the full file, of the dataset's full class list in the
+    standard order, `all_classnames` (default: classnames); in the _base / _novel files (subset="base" or
+    "novel"), of the published base or novel label list (ViFi-CLIP's *_base_labels.csv / *_novel_labels.csv),
+    which must then be `classnames` itself, as when those CSVs are the labels. Without a _base / _novel file the
+    full one serves a subset, given all_classnames (the sentences are the same: checked on the published files)."""
     import glob, json, os  # standard library only: this file stays copyable on its own
     ours = os.path.join(folder, f"{dataset}.json")
     if os.path.isfile(ours):
@@ -76,22 +85,38 @@ def load_descriptions(dataset, classnames, num=2, folder="descriptions", all_cla
             raise DescriptionError(f"{ours} has no descriptions for {len(missing)} class(es), e.g. {missing[:3]}")
         rows = [lookup[c.lower()] for c in classnames]
         return [r["spatial"][:num] for r in rows], [r["temporal"][:num] for r in rows]
-    pairs = {}  # N -> {kind: path}: the authors publish 2-, 4- and 8-sentence files
-    for path in glob.glob(os.path.join(folder, f"*_[st]_description_{dataset}.json")):
-        n, kind = os.path.basename(path).split("_")[:2]
-        pairs.setdefault(int(n), {})[kind] = path
-    complete = sorted(n for n, p in pairs.items() if len(p) == 2 and n >= num)
-    if not complete:
-        raise DescriptionError(f"no descriptions for {dataset}: expected {ours} or the authors' pair "
-                               f"{{N}}_s_description_{dataset}.json and {{N}}_t_... with N >= {num} in {folder}")
-    index = {name: str(i) for i, name in enumerate(all_classnames or classnames)}
+
+    def pairs(suffix):  # N -> {kind: path} of complete pairs with N >= num: the authors publish N = 2, 4 and 8
+        found = {}
+        for tag in dict.fromkeys((AUTHORS_TAGS.get(dataset, dataset), dataset)):
+            for path in glob.glob(os.path.join(folder, f"*_[st]_description_{tag}{suffix}.json")):
+                n, kind = os.path.basename(path).split("_")[:2]
+                if n.isdigit() and int(n) >= num:
+                    found.setdefault(int(n), {})[kind] = path
+        return {n: p for n, p in found.items() if len(p) == 2}
+    variant = pairs(f"_{subset}") if subset else {}
+    full = pairs("")
+    if variant:  # keys index the published base / novel label list: `classnames`
+        files, order = variant[min(variant)], classnames
+    elif full and (not subset or all_classnames):
+        files, order = full[min(full)], all_classnames or classnames
+    else:
+        tag = AUTHORS_TAGS.get(dataset, dataset)
+        need = f"{{N}}_s_description_{tag}_{subset}.json (or the full file and the full class list)" if subset \
+            else f"the authors' pair {{N}}_s_description_{tag}.json and {{N}}_t_..."
+        raise DescriptionError(f"no descriptions for {dataset}: expected {ours} or {need} with N >= {num} in "
+                               f"{folder}")
+    index = {name: str(i) for i, name in enumerate(order)}
     result = []
     for kind in ("s", "t"):
-        with open(pairs[complete[0]][kind], encoding="utf-8") as f:
+        with open(files[kind], encoding="utf-8") as f:
             table = json.load(f)
+        if len(table) != len(order):  # another class list than the one the keys index: the mapping would be wrong
+            raise DescriptionError(f"{files[kind]} has {len(table)} classes, the class list it is read with "
+                                   f"{len(order)}")
         missing = [c for c in classnames if index.get(c) not in table]
         if missing:
-            raise DescriptionError(f"{pairs[complete[0]][kind]} has no descriptions for {missing[:3]}")
+            raise DescriptionError(f"{files[kind]} has no descriptions for {missing[:3]}")
         # One published Kinetics-400 entry is a single string, not a list: treat it as one sentence.
         result.append([[table[index[c]]] if isinstance(table[index[c]], str) else table[index[c]][:num]
                        for c in classnames])

@@ -112,3 +112,45 @@ def test_authors_published_format_loads_unchanged(tmp_path):
 def test_missing_class_is_a_clear_error(tmp_path):
     with pytest.raises(losses.DescriptionError, match="no descriptions"):
         losses.load_descriptions("hmdb51", ["not a class"], 2, FOLDER)
+
+
+@pytest.mark.parametrize("dataset, tag", [("ucf101", "ucf_101"), ("hmdb51", "hmdb"), ("k400", "k400"),
+                                          ("k600", "k600"), ("ssv2", "ssv2")])
+def test_authors_file_names_load_for_every_dataset(tmp_path, dataset, tag):
+    """The authors' own names, {N}_{s|t}_description_{tag}[_base|_novel].json, in their format: "0".."C-1" keys,
+    lists of sentences (one Kinetics-400 entry is a bare string). The full file's keys index the dataset's full
+    class list; the _base/_novel files' keys index the published base/novel label list (checked on their files:
+    2_s_description_ucf_101_base.json "0" describes Typing, id 0 of ucf_101_base_labels.csv)."""
+    full = ["archery", "bowling", "climb", "climb stairs", "diving", "yo yo"]  # the dataset's order
+    base, novel = ["diving", "archery", "climb stairs"], ["yo yo", "climb", "bowling"]  # published label CSV orders
+
+    def write(n, suffix, names):
+        for kind in ("s", "t"):
+            table = {str(i): [f"{kind}{n} {name} {j}." for j in range(n)] for i, name in enumerate(names)}
+            table["0"] = table["0"][0] if kind == "s" else table["0"]  # a bare string, as one of theirs
+            (tmp_path / f"{n}_{kind}_description_{tag}{suffix}.json").write_text(json.dumps(table))
+    for n in (2, 8):
+        write(n, "", full)
+    write(2, "_base", base)
+    write(2, "_novel", novel)
+    folder = str(tmp_path)
+    spatial, temporal = losses.load_descriptions(dataset, ["climb", "archery"], 2, folder, all_classnames=full)
+    assert spatial == [["s2 climb 0.", "s2 climb 1."], ["s2 archery 0."]]
+    assert temporal == [["t2 climb 0.", "t2 climb 1."], ["t2 archery 0.", "t2 archery 1."]]
+    spatial, temporal = losses.load_descriptions(dataset, full, 8, folder)  # N = 8: the 8-sentence files
+    assert spatial[3] == [f"s8 climb stairs {j}." for j in range(8)] and temporal[5][7] == "t8 yo yo 7."
+    for subset, names in (("base", base), ("novel", novel)):  # classnames = the published label list
+        spatial, temporal = losses.load_descriptions(dataset, names, 2, folder, subset=subset)
+        assert [s[-1].split(" ", 1)[1] for s in spatial] == [f"{name} {1 if i else 0}."
+                                                            for i, name in enumerate(names)]
+        assert temporal[2] == [f"t2 {names[2]} 0.", f"t2 {names[2]} 1."]
+    for suffix in ("_base", "_novel"):
+        for kind in ("s", "t"):
+            (tmp_path / f"2_{kind}_description_{tag}{suffix}.json").unlink()
+    # Without the _base file, the full file serves the base classes given the full list, never by position.
+    spatial, _ = losses.load_descriptions(dataset, base, 2, folder, all_classnames=full, subset="base")
+    assert spatial[0] == ["s2 diving 0.", "s2 diving 1."]
+    with pytest.raises(losses.DescriptionError):
+        losses.load_descriptions(dataset, base, 2, folder, subset="base")
+    with pytest.raises(losses.DescriptionError):  # a subset read as if it were the full list
+        losses.load_descriptions(dataset, base, 2, folder)
