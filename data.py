@@ -308,8 +308,9 @@ def _list_classes(root, labels_csv):
     return [re.sub(r"(?<=[a-z])(?=[A-Z])", " ", n).replace("_", " ") for _, n in rows]
 
 
-def _listed(root, part, train_list=None, test_list=None, labels_csv=None):
-    """ViFi-CLIP-style lists: '<path relative to root> <label index>' per line, and an 'id,name' label CSV."""
+def _listed(root, part, train_list=None, test_list=None, labels_csv=None, novel_list=None, novel_labels_csv=None):
+    """ViFi-CLIP-style lists: '<path relative to root> <label index>' per line, and an 'id,name' label CSV.
+    (novel_list and novel_labels_csv, base2novel's novel test set, are swapped in by build_dataset for "novel".)"""
     path = train_list if part == "train" else test_list
     if not path or not os.path.isfile(path):
         _fail("list", root, f"{part} list {path!r} not found")
@@ -357,7 +358,11 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
     shots: videos per class drawn with `seed` for training (few-shot; base2novel defaults to 16).
     resolution: the model's input size (train.py reads it from the model). views=(clips, crops) for testing.
     flip: horizontal flips in training; None means all datasets but SSv2 (pass False for SSv2 given as lists).
-    lists: train_list=, test_list=, labels_csv= for name="list" (paths relative to root).
+    lists: train_list=, test_list=, labels_csv= for name="list" (paths relative to root); for base2novel also
+    novel_list=, novel_labels_csv=, the novel test set with its own label list. ViFi-CLIP publishes exactly these:
+    fs_base_s{1,2,3}_train.txt (the three seeds' 16-shot draws, used as they are: no shots are drawn from a list
+    unless shots is given), base_val.txt with the base labels CSV, novel_val.txt with the novel labels CSV; each
+    list's labels index its own CSV.
     Raises DatasetError (one line: layout and download source) before any training starts."""
     name, protocol = _canonical(name, DATASETS), _canonical(protocol, PROTOCOLS)
     if shots is not None and (int(shots) != shots or shots <= 0):
@@ -372,12 +377,14 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
         half = str(subset or "base").lower()
         if half not in ("base", "novel") or (train and half != "base"):
             raise DatasetError(f"base2novel trains on subset 'base' and tests on 'base' or 'novel', got {subset!r}")
-        shots = shots or 16
+        shots = shots or (None if name == "list" else 16)  # a published list is already the 16-shot draw
+        if name == "list" and half == "novel":  # the novel classes' own test list and label CSV
+            lists = dict(lists, test_list=lists.get("novel_list"), labels_csv=lists.get("novel_labels_csv"))
     if name == "synthetic":
         return SyntheticMotion(shots, seed, num_frames, train, resolution, views, half)
     classes, items, videos = _read(name, root, split, "train" if train else "test", lists)
     subset = range(len(classes))
-    if half is not None:
+    if half is not None and name != "list":  # (a list holds its half's classes only, labelled by its own CSV)
         facts = protocol_facts().get(name, {}).get("base")
         if facts is None:
             raise DatasetError(f"base2novel has no published base classes for {name}")

@@ -212,7 +212,7 @@ def reader(args, name=None):
 
 def lists(args):
     """The list-file arguments for the "list" reader (none for the official layouts)."""
-    keys = ("train_list", "test_list", "labels_csv")
+    keys = ("train_list", "test_list", "labels_csv", "novel_list", "novel_labels_csv")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None)} if reader(args) == "list" else {}
 
 
@@ -226,9 +226,9 @@ def harmonic_mean(a, b):
 
 def test_sets(args, views, final):
     """[(row name, dataset name, protocol, split, subset)] that the protocol tests."""
-    if reader(args) == "list":  # published list files: the one --test-list, whatever the protocol
+    if reader(args) == "list" and args.protocol != "base2novel":  # published list files: the one --test-list
         return [("test", args.dataset, "full", args.split, None)]
-    if args.protocol == "base2novel":
+    if args.protocol == "base2novel":  # from lists: --test-list and --novel-list, each with its label CSV
         return [("base", args.dataset, "base2novel", args.split, "base"),
                 ("novel", args.dataset, "base2novel", args.split, "novel")]
     if args.protocol == "zero-shot" and args.dataset in ZERO_SHOT_TARGETS:

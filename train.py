@@ -74,8 +74,11 @@ def parse_args(argv=None):
     p.add_argument("--alpha", type=float, default=1.0, help="weight of the consistency loss L_CC")
     p.add_argument("--train-list", default=None, help="read videos from a published list file instead "
                    "('<path relative to --data-root> <label>' lines, ViFi-CLIP's format); needs --labels-csv")
-    p.add_argument("--test-list", default=None, help="the test list for --train-list")
-    p.add_argument("--labels-csv", default=None, help="'id,name' class list for --train-list/--test-list")
+    p.add_argument("--test-list", default=None, help="the test list for --train-list (base2novel: the base one)")
+    p.add_argument("--labels-csv", default=None, help="'id,name' class list for --train-list/--test-list "
+                   "(base2novel: the base classes')")
+    p.add_argument("--novel-list", default=None, help="base2novel from lists: the novel classes' test list")
+    p.add_argument("--novel-labels-csv", default=None, help="base2novel from lists: the novel classes' CSV")
     p.add_argument("--num-descriptions", type=int, default=2, help="descriptions of each kind per class")
     p.add_argument("--descriptions", default="descriptions", help="folder of <dataset>.json (ours) or of the "
                    "authors' {N}_{s|t}_description_{dataset}.json files")
@@ -111,8 +114,20 @@ def resolve(args):
         args.protocol = "few-shot" if args.shots is not None else "full"
     if args.protocol == "few-shot" and args.shots is None:
         raise UsageError("--protocol few-shot needs --shots K (the paper uses 2, 4, 8 and 16)")
-    if args.protocol == "base2novel" and args.shots is None:
-        args.shots = 16  # the published base-to-novel setting: 16 shots per base class
+    listed = bool(args.train_list or args.test_list)
+    if (getattr(args, "novel_list", None) or getattr(args, "novel_labels_csv", None)) and not (
+            listed and args.protocol == "base2novel"):
+        raise UsageError("--novel-list/--novel-labels-csv are for --protocol base2novel with --train-list")
+    if listed and args.protocol == "base2novel":
+        # ViFi-CLIP's files: fs_base_s{1,2,3}_train.txt + base labels, base_val.txt, novel_val.txt + novel labels
+        need = [f for f in ("train_list", "test_list", "labels_csv", "novel_list", "novel_labels_csv")
+                if not getattr(args, f, None)]
+        if need:
+            flags = ", ".join("--" + f.replace("_", "-") for f in need)
+            raise UsageError(f"--protocol base2novel from lists needs {flags} (ViFi-CLIP's fs_base_s1_train.txt, "
+                             "base_val.txt and base labels CSV, novel_val.txt and novel labels CSV)")
+    elif args.protocol == "base2novel" and args.shots is None:
+        args.shots = 16  # the published base-to-novel setting: 16 shots per base class (a list is that draw)
     if args.shots is not None and args.shots < 1:
         raise UsageError(f"--shots {args.shots}: must be at least 1")
     if args.protocol == "zero-shot" and args.dataset not in ("k400", "synthetic"):
@@ -164,6 +179,26 @@ def lr_at(step, args, steps_per_epoch):
     if step >= total:
         return args.min_lr
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * step / total))
+
+
+def training_set(args, resolution):
+    """The protocol's training videos. Flips for every dataset but SSv2, whose labels say left and right, also
+    when SSv2 comes as list files (data.py cannot tell from the lists)."""
+    return data.build_dataset(evaluate.reader(args), args.data_root, args.protocol, args.split, shots=args.shots,
+                              seed=args.seed, num_frames=args.frames, train=True, resolution=resolution,
+                              flip=args.dataset != "ssv2", **evaluate.lists(args))
+
+
+def load_descriptions(args, classnames):
+    """The training classes' descriptions. The authors' files are keyed by class index: from an official layout,
+    of the dataset's full class list (classnames may be a subset, e.g. the base classes); from ViFi-CLIP's lists,
+    of the label CSV itself, whose base2novel base classes the authors' _base files index."""
+    if evaluate.reader(args) == "list":
+        full, subset = None, "base" if args.protocol == "base2novel" else None
+    else:
+        full, subset = data.class_names(args.dataset, args.data_root), None
+    return losses.load_descriptions(args.dataset, classnames, args.num_descriptions, args.descriptions,
+                                    all_classnames=full, subset=subset)
 
 
 class GlobalBatches(torch.utils.data.Sampler):
@@ -245,9 +280,7 @@ def main(argv=None):
     data.class_names(evaluate.reader(args), args.data_root, **evaluate.lists(args))
     model = evaluate.build_model(args, device)
     resolution = model.clip.visual.input_resolution
-    train_set = data.build_dataset(evaluate.reader(args), args.data_root, args.protocol, args.split,
-                                   shots=args.shots, seed=args.seed, num_frames=args.frames, train=True,
-                                   resolution=resolution, **evaluate.lists(args))
+    train_set = training_set(args, resolution)
     classnames = train_set.classnames
     log(f"data: {len(train_set)} training videos, {len(classnames)} classes ({args.dataset}, {args.protocol}"
         f"{f', {args.shots} shots' if args.shots else ''}, split {args.split})")
@@ -266,7 +299,7 @@ def main(argv=None):
     log(f"MSTA r={args.rank} blocks {args.blocks[0]}-{args.blocks[1]} temporal={args.temporal}: "
         f"{adapters.format_counts(*counts)}")
     tokens = evaluate.class_tokens(classnames).to(device)                                      # (C, L)
-    spatial, temporal = losses.load_descriptions(args.dataset, classnames, args.num_descriptions, args.descriptions)
+    spatial, temporal = load_descriptions(args, classnames)
     # truncate=True: ours fit the context (tested); one of the authors' published sentences does not.
     spatial_feats = losses.description_features(model, [clip.tokenize(s, truncate=True) for s in spatial])
     temporal_feats = losses.description_features(model, [clip.tokenize(t, truncate=True) for t in temporal])

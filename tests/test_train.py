@@ -247,3 +247,87 @@ def test_unreadable_test_video_is_counted_not_scored(tmp_path):
                                                       summary=evaluate.summarize("full", [row])))
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| videos | unreadable |" in table and "| 7 | 1 |" in table
+
+
+def vifi_base2novel_tree(root, src):
+    """A miniature of ViFi-CLIP's published base-to-novel files, in their exact format: flat video names with a
+    label index per line ('v_Typing_g10_c04.avi 0'), fs_base_s1_train.txt (16 shots per base class),
+    base_val.txt and novel_val.txt, and 'id,name' label CSVs whose ids the lists' labels index. The base CSV is
+    in ViFi-CLIP's order (not alphabetical), so labels read by position in a sorted list would be wrong."""
+    base, novel = ["Typing", "BasketballDunk"], ["PlayingViolin", "PullUps"]
+    os.makedirs(os.path.join(root, "videos"))
+    lists = {}
+
+    def listing(name, classes, groups, clips):
+        lines = []
+        for label, c in enumerate(classes):
+            for g in groups:
+                for k in range(1, clips + 1):
+                    video = f"v_{c}_g{g:02d}_c{k:02d}.avi"
+                    os.link(src, os.path.join(root, "videos", video))
+                    lines.append(f"{video} {label}\n")
+        lists[name] = os.path.join(root, name)
+        with open(lists[name], "w") as f:
+            f.writelines(lines)
+    listing("fs_base_s1_train.txt", base, range(8, 12), 4)  # 4 groups x 4 clips = 16 shots per base class
+    listing("base_val.txt", base, (1,), 3)
+    listing("novel_val.txt", novel, (1, 2), 2)
+    for name, classes in (("ucf_101_base_labels.csv", base), ("ucf_101_novel_labels.csv", novel)):
+        lists[name] = os.path.join(root, name)
+        with open(lists[name], "w") as f:
+            f.write("id,name\n" + "".join(f"{i},{c}\n" for i, c in enumerate(classes)))
+    return lists
+
+
+def test_base_to_novel_from_vifi_clip_list_files(tmp_path):
+    src = write_video(str(tmp_path / "src.avi"), codec="mpeg4", n=16, w=40, h=32)
+    root = str(tmp_path / "ucf101")
+    f = vifi_base2novel_tree(root, src)
+    out = tmp_path / "run"
+    argv = ["--dataset", "ucf101", "--data-root", root, "--protocol", "base2novel",
+            "--train-list", f["fs_base_s1_train.txt"], "--test-list", f["base_val.txt"],
+            "--labels-csv", f["ucf_101_base_labels.csv"], "--novel-list", f["novel_val.txt"],
+            "--novel-labels-csv", f["ucf_101_novel_labels.csv"], "--clip", "random-tiny", "--blocks", "1-2",
+            "--rank", "8", "--frames", "4", "--epochs", "1", "--batch-size", "8", "--workers", "0",
+            "--clips", "1", "--crops", "1", "--output", str(out)]
+    train.main(argv)
+    r = json.loads((out / "results.json").read_text())
+    rows = {row["row"]: row for row in r["rows"]}
+    assert set(rows) == {"base", "novel"} and "hm" in r
+    assert (rows["base"]["videos"], rows["base"]["classes"]) == (6, 2)
+    assert (rows["novel"]["videos"], rows["novel"]["classes"]) == (8, 2)
+    # The published draw is used as it is (no second draw), labelled by the base CSV; each test set by its own CSV.
+    args = train.parse_args(argv)
+    train_set = train.training_set(args, 32)
+    assert train_set.classnames == ["Typing", "Basketball Dunk"] and len(train_set) == 32
+    assert sorted((os.path.basename(p), label) for p, label in train_set.items) == sorted(
+        (line.split()[0], int(line.split()[1])) for line in open(f["fs_base_s1_train.txt"]))
+    novel = data.build_dataset("list", root, "base2novel", subset="novel", train=False, resolution=32,
+                               **evaluate.lists(args))
+    assert novel.classnames == ["Playing Violin", "Pull Ups"]
+    assert all(os.path.basename(p).startswith("v_" + ["PlayingViolin", "PullUps"][label]) for p, label in novel.items)
+    # A missing novel list is a one-line usage error, before anything runs.
+    with pytest.raises(train.UsageError, match="--novel-list"):
+        train.parse_args([a for a in argv if a != f["novel_val.txt"] and a != "--novel-list"])
+    # The authors' _base description files are keyed by the base CSV's ids: read that way from the lists.
+    for kind in ("s", "t"):
+        table = {"0": [f"{kind} typing."] * 2, "1": [f"{kind} dunk."] * 2}
+        (tmp_path / f"2_{kind}_description_ucf_101_base.json").write_text(json.dumps(table))
+    args.descriptions = str(tmp_path)
+    spatial, temporal = train.load_descriptions(args, train_set.classnames)
+    assert spatial == [["s typing."] * 2, ["s dunk."] * 2] and temporal[1] == ["t dunk."] * 2
+
+
+def test_no_flip_for_ssv2_also_from_list_files(tmp_path):
+    """SSv2's labels say left and right: its training clips are never mirrored, also when read from lists."""
+    from torchvision.transforms import v2
+    src = write_video(str(tmp_path / "src.avi"), codec="mpeg4", n=16, w=40, h=32)
+    root = str(tmp_path / "lists")
+    f = vifi_base2novel_tree(root, src)
+    flips = {}
+    for dataset in ("ssv2", "ucf101"):
+        args = train.parse_args(["--dataset", dataset, "--data-root", root, "--train-list", f["fs_base_s1_train.txt"],
+                                 "--test-list", f["base_val.txt"], "--labels-csv", f["ucf_101_base_labels.csv"]])
+        transforms = train.training_set(args, 32).transform.transforms
+        flips[dataset] = any(isinstance(t, v2.RandomHorizontalFlip) for t in transforms)
+    assert flips == {"ssv2": False, "ucf101": True}
