@@ -121,11 +121,29 @@ class AblationMSTA(adapters.MSTA):
         return x, mask
 
 
+@torch.no_grad()
+def adapter_error(net, videos, autocast):
+    """|d - d_fp32| / |d_fp32| for the adapters' contribution d = MSTA's video feature minus the frozen CLIP's
+    frame mean (equal when A = 0), at initialisation, d under `autocast` and d_fp32 without it."""
+    def contribution():
+        B, T = videos.shape[:2]
+        frozen = net.clip.visual(videos.flatten(0, 1)).view(B, T, -1).mean(1)  # (B*T, E) -> (B, E)
+        return net.encode_video(videos).float() - frozen.float()
+    exact = contribution()
+    with autocast:
+        approx = contribution()
+    return ((approx - exact).norm() / exact.norm()).item()
+
+
 def bf16_stream(model):
     """The vision stream in bf16 under autocast, as clip.py had it before keeping it fp32 (the text stream was
     fp32 already): embed's output cast to bf16, which every block then keeps. Only to measure what fp32 costs."""
     embed = model.visual.embed
-    model.visual.embed = lambda images: embed(images).to(torch.bfloat16)  # an instance attribute shadows the method
+
+    def bf16_embed(images):  # an instance attribute shadows the method; without autocast, fp32 as before
+        x = embed(images)
+        return x.to(torch.bfloat16) if torch.is_autocast_enabled(images.device.type) else x
+    model.visual.embed = bf16_embed
 
 
 class FullFineTune(torch.nn.Module):
@@ -351,12 +369,13 @@ def build_train_step(name, args):
         loss.backward()
         return loss.detach()
 
+    extra = dict(adapter_error=adapter_error(net, videos, autocast)) if name.startswith("stream-") else {}
     fwd, bwd = step_flops(kind, model, B, T, prompts, net if kind == "msta" else None, off,
                           (spatial, temporal) if "desc" in off else ())
     facts = dict(config=name, kind=kind, off=sorted(off), rank=rank if kind == "msta" else None,
                  blocks=list(blocks) if kind == "msta" else None, batch=B, frames=T, classes=C,
                  precision=precision, trainable_params=trainable, backbone_params=total,
-                 flops_forward=fwd, flops_backward=bwd, flops=fwd + bwd)
+                 flops_forward=fwd, flops_backward=bwd, flops=fwd + bwd, **extra)
     return (vit_step if kind == "vit" else train_step), facts, device
 
 
@@ -636,6 +655,11 @@ def table(results):
                    f"{x(row['time_s'], fs.get('time_s')):>7s} {mib(row['peak_bytes']):>9s} "
                    f"{x(row['peak_bytes'], full.get('peak_bytes')):>7s} {row['flops'] / 1e9:7.0f} "
                    f"{row['flops_per_s'] / 1e9:8.1f} {100 * row['utilisation']:6.1f}%")
+    s32, s16 = train.get("stream-fp32", {}), train.get("stream-bf16", {})
+    if "adapter_error" in s32 and "adapter_error" in s16:
+        out.append(f"     bf16: the adapters' contribution to the video feature is off by "
+                   f"{100 * s32['adapter_error']:.1f}% (fp32 stream) / {100 * s16['adapter_error']:.1f}% "
+                   "(bf16 stream) against fp32")
     mem = fs.get("memory_measure") or full.get("memory_measure")
     if mem:
         out.append(f"     peak memory = {mem}")
