@@ -147,9 +147,10 @@ class VisionTransformer(nn.Module):
         # The residual stream is kept in the weights' dtype (fp32), also under autocast, where the conv returns
         # bf16: bf16 keeps ~3 significant digits, which would round away most of an adapter's small lambda*A added
         # to the stream. The blocks' matmuls still run in autocast's dtype; their outputs add into fp32.
-        x = x.to(self.positional_embedding.dtype)
-        cls = self.class_embedding.expand(x.shape[0], 1, -1)  # (D,) -> (B, 1, D)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding  # (B, N, D)
+        dtype = self.conv1.weight.dtype  # (fp16 for a model kept in the release's fp16, which runs without autocast)
+        x = x.to(dtype)
+        cls = self.class_embedding.to(dtype).expand(x.shape[0], 1, -1)  # (D,) -> (B, 1, D)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(dtype)  # (B, N, D)
         return self.ln_pre(x)
 
     def head(self, x):
