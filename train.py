@@ -81,7 +81,7 @@ def parse_args(argv=None):
     p.add_argument("--novel-labels-csv", default=None, help="base2novel from lists: the novel classes' CSV")
     p.add_argument("--num-descriptions", type=int, default=2, help="descriptions of each kind per class")
     p.add_argument("--descriptions", default="descriptions", help="folder of <dataset>.json (ours) or of the "
-                   "authors' {N}_{s|t}_description_{dataset}.json files")
+                   "authors' {N}_{s|t}_description_{ucf_101|hmdb|k400|k600|ssv2}[_base|_novel].json files")
     # The optimisation.
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--warmup-epochs", type=int, default=None)
