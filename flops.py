@@ -35,8 +35,8 @@ def adapter_flops(msta, tokens, width, input_grad, seqs=None, T=None):
     down-projection's input gradient where the block's input needs none (the first adapted block)."""
     r = msta.rank
     forward = mm(tokens, width, r) + mm(tokens, r, r) + mm(tokens, r, width)
-    if seqs is not None and msta.temporal == "attn":  # q, k r -> r/4, value r -> r, q k^T, weights @ values
-        forward += 2 * mm(tokens, r, r // 4) + mm(tokens, r, r) + seqs * (mm(T, r // 4, T) + mm(T, T, r))
+    if seqs is not None and msta.temporal == "attn":  # q, k r -> r/4, value r -> r/4 -> r, q k^T, weights @ values
+        forward += 3 * mm(tokens, r, r // 4) + mm(tokens, r // 4, r) + seqs * (mm(T, r // 4, T) + mm(T, T, r))
     elif seqs is not None and msta.temporal == "conv":  # groups = r: each of the D outputs sees 1 channel x 3 taps
         forward += 2 * tokens * width * 3
     return forward, 2 * forward - (0 if input_grad else mm(tokens, width, r))
