@@ -133,3 +133,59 @@ def ssv2_tree(root, src, templates, train, validation):
                        for vid, t in entries], f)
         for vid, _ in entries:
             place(src, os.path.join(root, "20bn-something-something-v2", f"{vid}.webm"))
+
+
+# ---------------------------------------------------------------- videos that say who they are
+# Every frame of an "id video" is one flat colour: red = 20 + 10 * video id, green = 20 + 10 * frame index, blue
+# 128, in lossless FFV1 AVIs. Flat colours survive resizing and cropping too, so a test can read back from a served
+# tensor which video and which frames it holds: fixtures whose content differs per video, class and split.
+ID_STEP, ID_BASE = 10, 20
+
+
+def write_id_video(path, vid, n=24, w=32, h=24):
+    """A video of n flat frames that carry (vid, frame index), see above; vid and n at most 23."""
+    assert 0 <= vid <= 23 and n <= 24
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with av.open(path, "w") as container:
+        stream = container.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = w, h, "bgr0"  # lossless RGB: mpeg4 was off by up to 5
+        for i in range(n):
+            img = np.empty((h, w, 3), np.uint8)
+            img[...] = (ID_BASE + ID_STEP * vid, ID_BASE + ID_STEP * i, 128)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def read_ids(clip, mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711)):
+    """(video id, [frame indices]) of a served clip (T, 3, H, W), normalised with CLIP's mean and std."""
+    rgb = [(clip[:, c].float().mean((1, 2)) * std[c] + mean[c]) * 255 for c in (0, 1)]  # 2 x (T,)
+    vids = ((rgb[0] - ID_BASE) / ID_STEP).round().long().unique().tolist()
+    assert len(vids) == 1, vids  # one video per clip, never frames of two videos mixed
+    return vids[0], ((rgb[1] - ID_BASE) / ID_STEP).round().long().tolist()
+
+
+def ucf101_id_tree(root, classes, groups=3, n=24):
+    """UCF101 layout of id videos, one clip per (class, group); split s tests group s and trains on the others,
+    so the three splits' test sets differ. Returns {vid: (class index, group)}; vid = class index * groups +
+    group - 1."""
+    lists = os.path.join(root, "ucfTrainTestlist")
+    os.makedirs(lists, exist_ok=True)
+    table, rows = {}, []
+    for c, cls in enumerate(classes):
+        for g in range(1, groups + 1):
+            vid = c * groups + g - 1
+            name = f"v_{cls}_g{g:02d}_c01.avi"
+            write_id_video(os.path.join(root, "UCF-101", cls, name), vid, n=n)
+            table[vid] = (c, g)
+            rows.append((f"{cls}/{name}", c + 1, g))
+    with open(os.path.join(lists, "classInd.txt"), "w", newline="") as f:
+        f.writelines(f"{i} {c}\r\n" for i, c in enumerate(classes, 1))
+    for s in (1, 2, 3):
+        with open(os.path.join(lists, f"trainlist0{s}.txt"), "w", newline="") as f:
+            f.writelines(f"{p} {lab}\r\n" for p, lab, g in rows if g != s)
+        with open(os.path.join(lists, f"testlist0{s}.txt"), "w", newline="") as f:
+            f.writelines(f"{p}\r\n" for p, _, g in rows if g == s)
+    return table

@@ -1,0 +1,251 @@
+"""evaluate.py pinned with a stub model of known logits: the multi-view sum of per-view softmaxes, top-1 and top-5
+against hand-computed values, the right split's videos and frames, the protocol aggregates (zero-shot mean and
+population std over splits that differ, base-to-novel HM of the seed-averaged accuracies), and a checkpoint's
+adapters really loaded by `evaluate.py --checkpoint`.
+
+The stub reads back which video and which frames it was served (tests/video_fixtures.py's id videos carry both in
+their colours), and answers logits from a table the test writes by hand. Shape legend: B videos, V views, T frames,
+C classes, E embedding.
+"""
+import argparse
+import json
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import adapters
+import clip
+import data
+import evaluate
+import train
+from video_fixtures import ID_BASE, ID_STEP, read_ids, ucf101_id_tree
+
+RES = 16  # the stub's "input resolution": what the datasets resize to
+CLASSES = ["Alpha", "Beta", "Gamma", "Delta", "Epsilon", "Zeta", "Eta"]  # 7 > 5 classes, so top-5 can miss
+
+
+class Stub(torch.nn.Module):
+    """MSTA's evaluation interface with known answers: encode_video reads (video id, first frame) from the pixels,
+    logits looks the answer up in answer(video id, first frame index, C) -> (C,) logits."""
+
+    def __init__(self, answer):
+        super().__init__()
+        self.answer, self.served, self.text_sizes = answer, [], []
+        self.clip = types.SimpleNamespace(visual=types.SimpleNamespace(input_resolution=RES))
+
+    def encode_text(self, tokens):
+        self.text_sizes.append(len(tokens))
+        return torch.zeros(len(tokens), 1)  # (C, E)
+
+    def encode_video(self, videos):
+        ids = [read_ids(v) for v in videos]  # videos (n, T, 3, H, W), n = B*V
+        self.served += ids
+        return torch.tensor([[vid, frames[0]] for vid, frames in ids], dtype=torch.float32)  # (n, 2)
+
+    def logits(self, features, text):
+        return torch.stack([self.answer(int(v), int(f), len(text)) for v, f in features])  # (n, C)
+
+    def load_trainable_state_dict(self, state_dict):
+        self.loaded = state_dict
+
+
+def flat_clip(vid, first_frame, T=2):
+    """A normalised (T, 3, RES, RES) clip of flat frames carrying vid and frame indices first_frame, +1, ..."""
+    rgb = torch.tensor([[ID_BASE + ID_STEP * vid, ID_BASE + ID_STEP * (first_frame + t), 128] for t in range(T)])
+    x = rgb.float()[:, :, None, None].expand(T, 3, RES, RES) / 255  # (T, 3, H, W)
+    return (x - torch.tensor(data.CLIP_MEAN)[:, None, None]) / torch.tensor(data.CLIP_STD)[:, None, None]
+
+
+class Items(torch.utils.data.Dataset):
+    """In-memory test set: item i is video i with V views, view v starting at frame v (the stub's view index)."""
+
+    def __init__(self, labels, views):
+        self.labels, self.views, self.classnames, self.skipped = labels, views, CLASSES, 0
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        clips = torch.stack([flat_clip(i, v) for v in range(self.views)])  # (V, T, 3, H, W)
+        return (clips if self.views > 1 else clips[0]), self.labels[i]
+
+
+# Per test video: (label, logits of view 0, logits of view 1), over the 7 classes; hand-checked outcomes:
+RANKED = [6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]  # class c ranked c + 1
+TABLE = [
+    # video 0: softmax per view then sum -> class 0 (1.0 + 0.0); the sum of raw logits -> class 1 (15 vs -10)
+    (0, [20.0, 0, 0, 0, 0, 0, 0], [-30.0, 15.0, 14.9, 0, 0, 0, 0]),
+    (5, RANKED, RANKED),                                      # video 1: label ranked 6th: top-1 and top-5 miss
+    (4, RANKED, RANKED),                                      # video 2: label ranked 5th: top-5 hit only
+    (1, RANKED, RANKED),                                      # video 3: label ranked 2nd: top-5 hit only
+    (6, [0, 0, 0, 0, 0, 0, 10.0], [0, 0, 0, 0, 0, 0, 10.0]),  # video 4: a hit
+    (2, [0, 0, 10.0, 0, 0, 0, 0], [3.0, 0, 0, 0, 0, 0, 0]),   # video 5: a hit (view 0 sure, view 1 unsure)
+]
+# Hits: top-1 videos 0, 4, 5 -> 3/6; top-5 all but video 1 -> 5/6.
+
+
+def table_answer(vid, view, C):
+    assert C == len(CLASSES)
+    return torch.tensor(TABLE[vid][1 + view])
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4])
+def test_multi_view_scores_top1_top5_against_hand_values(batch_size):
+    labels = [row[0] for row in TABLE]
+    stub = Stub(table_answer)
+    result = evaluate.evaluate(stub, Items(labels, views=2), torch.device("cpu"), batch_size=batch_size)
+    assert result["top1"] == pytest.approx(100 * 3 / 6)
+    assert result["top5"] == pytest.approx(100 * 5 / 6)
+    assert result["videos"] == 6 and result["skipped"] == 0
+    # every view of every video was scored exactly once, and the class texts were encoded once
+    assert sorted((vid, frames[0]) for vid, frames in stub.served) == [(i, v) for i in range(6) for v in (0, 1)]
+    assert stub.text_sizes == [len(CLASSES)]
+
+
+def test_single_view_items_are_scored_as_one_view():
+    labels = [row[0] for row in TABLE]
+    result = evaluate.evaluate(Stub(table_answer), Items(labels, views=1), torch.device("cpu"), batch_size=4)
+    # view 0 alone: video 0 -> class 0 (hit); 1, 2, 3 as before; 4 and 5 hits
+    assert (result["top1"], result["top5"]) == (pytest.approx(100 * 3 / 6), pytest.approx(100 * 5 / 6))
+
+
+def test_probabilities_summed_over_views_not_logits_nor_a_vote():
+    """Three views: two that weakly prefer class 1 (0.55 vs 0.45) and one sure of class 0. Summed probabilities
+    pick 0 (1.9 vs 1.1); a majority vote of the views would pick 1."""
+    answers = {0: [0.0, 0.2] + [-9.0] * 5, 1: [0.0, 0.2] + [-9.0] * 5, 2: [9.0, -30.0] + [0.0] * 5}
+    stub = Stub(lambda vid, view, C: torch.tensor(answers[view]))
+    result = evaluate.evaluate(stub, Items([0, 0], views=3), torch.device("cpu"), batch_size=2)
+    assert result["top1"] == 100.0
+
+
+# ---------------------------------------------------------------------------------------- the protocol level
+@pytest.fixture(scope="module")
+def ids(tmp_path_factory):
+    """(root, {vid: (class index, group)}): 7 classes x 3 groups of id videos; split s tests group s."""
+    root = str(tmp_path_factory.mktemp("ucf_ids"))
+    return root, ucf101_id_tree(root, CLASSES)
+
+
+# The stub's rule on the id tree: right on a video of class c and group g iff c < RIGHT[g], else it answers the
+# next class (then the right one). So split 1 (group 1) scores 7/7, split 2 3/7 and split 3 1/7 top-1; top-5 is 100 everywhere.
+RIGHT = {1: 7, 2: 3, 3: 1}
+SPLIT_TOP1 = {1: 100.0, 2: 300 / 7, 3: 100 / 7}
+
+
+def rule(table):
+    def answer(vid, frame, C):
+        c, g = table[vid]
+        logits = -torch.arange(C, dtype=torch.float32)  # no ties: the rest ranked by class index
+        logits[c], logits[(c + 1) % C] = (5.0, 4.0) if c < RIGHT[g] else (4.0, 5.0)
+        return logits
+    return answer
+
+
+def protocol_args(root, **kw):
+    base = dict(dataset="ucf101", data_root=root, protocol="full", split=1, seed=0, shots=None, frames=4,
+                precision="fp32", workers=0, eval_batch_size=3, clips=None, crops=None, epochs=0)
+    return argparse.Namespace(**{**base, **kw})
+
+
+@pytest.mark.parametrize("split", [1, 2, 3])
+def test_run_protocol_tests_the_split_asked_for_with_its_views(ids, split):
+    root, table = ids
+    stub = Stub(rule(table))
+    out = evaluate.run_protocol(stub, protocol_args(root, split=split, clips=2, crops=1), torch.device("cpu"))
+    (row,) = out["rows"]
+    assert (row["split"], row["videos"], row["classes"]) == (split, 7, 7)
+    assert row["top1"] == pytest.approx(SPLIT_TOP1[split]) and row["top5"] == 100.0
+    assert sorted({vid for vid, _ in stub.served}) == sorted(v for v, (c, g) in table.items() if g == split)
+    # 24-frame videos, T = 4, two temporal views at offsets 1/4 and 3/4 of each 6-frame segment
+    assert {tuple(frames) for _, frames in stub.served} == {(1, 7, 13, 19), (4, 10, 16, 22)}
+    assert out["views"] == "2x1"
+
+
+def test_single_clip_test_takes_segment_centres(ids):
+    root, table = ids
+    stub = Stub(rule(table))
+    evaluate.run_protocol(stub, protocol_args(root, clips=1, crops=3), torch.device("cpu"))
+    assert len(stub.served) == 7 * 3 and {tuple(f) for _, f in stub.served} == {(3, 9, 15, 21)}
+
+
+def test_zero_shot_mean_and_std_over_the_three_splits(ids):
+    root, table = ids
+    out = evaluate.run_protocol(Stub(rule(table)), protocol_args(root, protocol="zero-shot", clips=1, crops=1),
+                                torch.device("cpu"))
+    assert [(r["split"], round(r["top1"], 3)) for r in out["rows"]] == [(1, 100.0), (2, 42.857), (3, 14.286)]
+    s = out["summary"]
+    assert s["top1"] == pytest.approx(52.38095238)  # (100 + 300/7 + 100/7) / 3
+    assert s["top1_std"] == pytest.approx(35.63483225)  # population std of the three
+    assert s["runs"] == 3
+
+
+def test_base_to_novel_summary_is_hm_of_seed_means():
+    rows = [dict(row="base", top1=80.0, top5=90.0), dict(row="novel", top1=20.0, top5=50.0),
+            dict(row="base", top1=60.0, top5=70.0), dict(row="novel", top1=40.0, top5=60.0)]
+    s = evaluate.summarize("base2novel", rows)
+    # base 70, novel 30: HM 2*70*30/100 = 42 (the mean of the per-seed HMs, 32 and 48, would be 40)
+    assert (s["base"], s["novel"], s["hm"], s["runs"]) == (70.0, 30.0, pytest.approx(42.0), 2)
+    assert evaluate.harmonic_mean(0.0, 0.0) == 0.0
+    few = evaluate.summarize("few-shot", [dict(row="split1", top1=50.0, top5=80.0),
+                                          dict(row="split1", top1=70.0, top5=90.0)])
+    assert (few["top1"], few["top5"], few["runs"]) == (60.0, 85.0, 2) and "top1_std" not in few
+
+
+def fake_checkpoint(path, **args):
+    """A checkpoint file in train.py's format whose adapters the stub 'loads'."""
+    base = dict(dataset="ucf101", data_root=None, protocol="few-shot", split=1, seed=0, shots=2, frames=4,
+                clip="random-tiny", epochs=1, output=str(path))
+    torch.save(dict(adapters={"adapters.0.w": torch.ones(2)}, args={**base, **args}), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("split", [2, 3])
+def test_evaluate_main_split_and_protocol_arguments(ids, tmp_path, monkeypatch, split):
+    root, table = ids
+    stubs = []
+    monkeypatch.setattr(evaluate, "build_model", lambda args, device: stubs.append(Stub(rule(table))) or stubs[-1])
+    monkeypatch.setattr(adapters, "parameter_counts", lambda model: (0, 1))  # the stub has no CLIP to count
+    ckpt = fake_checkpoint(tmp_path / "run.pt", data_root=root)
+    evaluate.main(["--checkpoint", ckpt, "--split", str(split), "--clips", "1", "--crops", "1", "--workers", "0",
+                   "--output", str(tmp_path / "one")])
+    r = json.loads((tmp_path / "one" / "results.json").read_text())
+    assert r["split"] == split and r["top1"] == pytest.approx(SPLIT_TOP1[split])
+    assert torch.equal(stubs[0].loaded["adapters.0.w"], torch.ones(2))  # the checkpoint's adapters were loaded
+    evaluate.main(["--checkpoint", ckpt, "--protocol", "zero-shot", "--clips", "1", "--crops", "1", "--workers",
+                   "0", "--output", str(tmp_path / "zs")])
+    zs = json.loads((tmp_path / "zs" / "results.json").read_text())
+    assert zs["top1"] == pytest.approx(52.38095238) and zs["top1_std"] == pytest.approx(35.63483225)
+    assert "+- 35.63" in (tmp_path / "zs" / "results.md").read_text()
+
+
+# ------------------------------------------------------------------------------ a real checkpoint, real model
+def test_checkpoint_adapters_are_loaded_by_evaluate_main(tmp_path, monkeypatch):
+    """The model evaluate.py --checkpoint builds gives the trained model's logits (not the frozen CLIP's, nor
+    freshly initialised adapters'), and the same test accuracy as the training process's own final test."""
+    models = []
+    original = evaluate.run_protocol
+
+    def recording(model, *args, **kwargs):
+        models.append(model)
+        return original(model, *args, **kwargs)
+    monkeypatch.setattr(evaluate, "run_protocol", recording)
+    out = tmp_path / "run"
+    trained = train.main(["--dataset", "synthetic", "--shots", "1", "--epochs", "2", "--batch-size", "4",
+                          "--eval-every", "0", "--workers", "0", "--output", str(out)])
+    evaluate.main(["--checkpoint", str(out), "--workers", "0", "--output", str(tmp_path / "eval")])
+    assert len(models) == 2
+    again = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert again["top1"] == pytest.approx(trained["summary"]["top1"])
+    assert again["rows"][0]["videos"] == trained["rows"][0]["videos"] == 128
+    videos = torch.randn(3, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # (B, T, 3, H, W)
+    tokens = evaluate.class_tokens(data.SYNTHETIC_CLASSES)
+    with torch.no_grad():
+        ours, theirs = (m(videos, tokens) for m in models)
+        torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
+        frozen = evaluate.FrozenCLIP(models[1].clip)
+        fresh = evaluate.build_model(train.parse_args(["--dataset", "synthetic", "--shots", "1"]),
+                                     torch.device("cpu"))(videos, tokens)
+        for other in (frozen.logits(frozen.encode_video(videos), frozen.encode_text(tokens)), fresh):
+            assert (other - ours).abs().max() > 1e-2
