@@ -274,3 +274,115 @@ def test_bf16_autocast_keeps_the_residual_streams_fp32():
     assert len(seen) == 2 * 3 * 2 + 3
     for name, dtype in seen.items():
         assert dtype == (torch.bfloat16 if name.endswith(("c_fc", "W_up")) else torch.float32), (name, dtype)
+
+
+# ------------------------------------------------------------------------------- MSTA's own path, by hand
+LAM = 0.2  # not the default 0.005, so a forward path that ignores MSTA's scale shows
+
+
+def hand_adapter(adapter, u, tower, T):
+    """A(u) written out from the paper: W_up ReLU(W_shared ReLU(W_down u)), plus the temporal term for vision.
+    The temporal attention is used as a black box (its own tests pin it); the conv is written out here."""
+    lin = lambda m, x: F.linear(x, m.weight, m.bias)  # noqa: E731
+    down, up = (adapter.vision_down, adapter.vision_up) if tower == "vision" else (adapter.text_down, adapter.text_up)
+    h = F.relu(lin(adapter.shared, F.relu(lin(down, u))))  # (B*T, N, r) or (C, L, r)
+    if tower == "text" or adapter.temporal is None:
+        return lin(up, h)
+    if isinstance(adapter.temporal, adapters.TemporalAttention):
+        return lin(up, h + adapter.temporal(h, T))
+    conv = adapter.temporal.conv  # groups = r: bottleneck channel i feeds output channels i*D/r .. (i+1)*D/r - 1
+    BT, N, r = h.shape
+    D = conv.weight.shape[0]
+    x = h.view(BT // T, T, N, r).repeat_interleave(D // r, dim=-1)  # (B, T, N, D): channel d reads h[..., d // (D/r)]
+    x = F.pad(x, (0, 0, 0, 0, 1, 1))  # zero frame before the first and after the last: (B, T + 2, N, D)
+    y = sum(conv.weight[:, 0, k] * x[:, k:k + T] for k in range(3)) + conv.bias  # (B, T, N, D)
+    return lin(up, h) + y.reshape(BT, N, D)
+
+
+def capture_block(model, tower, j):
+    """Hooks on CLIP block j of a tower: its input z and the next block's input (the adapted block's output)."""
+    blocks = (model.clip.visual.transformer if tower == "vision" else model.clip.transformer).resblocks
+    seen = {}
+    blocks[j].register_forward_pre_hook(lambda m, args: seen.setdefault("z", args[0]))
+    blocks[j + 1].register_forward_pre_hook(lambda m, args: seen.setdefault("out", args[0]))
+    return blocks[j], seen
+
+
+def run_tower(model, tower, v=None, tokens=None):
+    return model.encode_video(videos() if v is None else v) if tower == "vision" else model.encode_text(
+        class_tokens() if tokens is None else tokens)
+
+
+@pytest.mark.parametrize("temporal", ["attn", "conv", "none"])
+@pytest.mark.parametrize("tower", ["vision", "text"])
+def test_adapted_block_is_block_plus_lambda_adapter_of_ln1(tower, temporal):
+    torch.manual_seed(0)
+    model = MSTA(clip.build_random("random-tiny"), num_frames=T, rank=32, blocks=(2, 2), scale=LAM,
+                 temporal=temporal)
+    block, seen = capture_block(model, tower, 1)  # blocks=(2, 2): resblocks.1 is the one adapted block
+    with torch.no_grad():
+        run_tower(model, tower)
+        z = seen["z"]
+        mask = None if tower == "vision" else model.clip.attn_mask[:z.shape[1], :z.shape[1]]
+        expected = block(z, mask) + LAM * hand_adapter(model.adapters["1"], block.ln_1(z), tower, T)
+        frozen = block(z, mask)
+    torch.testing.assert_close(seen["out"], expected, rtol=1e-5, atol=1e-5)
+    assert (seen["out"] - frozen).abs().max() > 1e-3  # the adapter really adds something here
+
+
+def adapter_grads(scale, tower, g_seed=3):
+    """Through MSTA's own forward: gradients of sum(g * adapted block output) with respect to the adapter's
+    weights and to the adapter's input u = LN1(z) (the gradient the adapter sends into the frozen stream)."""
+    torch.manual_seed(0)
+    model = MSTA(clip.build_random("random-tiny"), num_frames=T, rank=32, blocks=(2, 2), scale=scale,
+                 temporal="conv")
+    block, seen = capture_block(model, tower, 1)
+    calls = []
+
+    def leaf_u(module, args, out):  # MSTA's own call of LN1 (not the block's internal one): make u a leaf
+        calls.append(module)
+        if len(calls) == 2:
+            seen["u"] = out.detach().requires_grad_(True)
+            return seen["u"]
+    block.ln_1.register_forward_hook(leaf_u)
+    run_tower(model, tower)
+    assert len(calls) == 2, "LN1 of the adapted block runs once in the block and once for the adapter"
+    g = torch.randn(seen["out"].shape, generator=torch.Generator().manual_seed(g_seed))
+    params = [p for p in model.adapters.parameters() if p.requires_grad]
+    grads = torch.autograd.grad((seen["out"] * g).sum(), params + [seen["u"]], allow_unused=True)
+    return grads[:-1], grads[-1]
+
+
+@pytest.mark.parametrize("tower", ["vision", "text"])
+def test_msta_gradients_at_lambda_equal_lambda_one(tower):
+    """MMA's gradient scaling inside MSTA: the adapter's weights get the gradients they would get at lambda = 1,
+    and the gradient sent into the frozen stream through the adapter is lambda times that of lambda = 1."""
+    w_lam, u_lam = adapter_grads(LAM, tower)
+    w_one, u_one = adapter_grads(1.0, tower)
+    used = [(a, b) for a, b in zip(w_lam, w_one) if b is not None]
+    assert len(used) >= 4  # down, shared and up of this tower (the other tower's are unused)
+    for a, b in used:  # equal up to float rounding (x lambda then x 1/lambda), far from the factor lambda
+        assert b.abs().max() > 0 and (a - b).abs().max() < 1e-4 * b.abs().max()
+    assert (u_lam - LAM * u_one).abs().max() < 1e-4 * u_lam.abs().max()
+
+
+@pytest.mark.parametrize("temporal", ["attn", "conv"])
+def test_temporal_modules_mix_frames_only_within_a_video(temporal):
+    """Changing video 1's bottleneck features changes nothing of video 0's temporal term (frames of a video are
+    consecutive along the first axis), and changes video 1's."""
+    model = tiny(temporal)
+    module = model.adapters["1"].temporal
+    h = torch.randn(3 * T, 17, 32)  # (B*T, N, r), B = 3
+    h2 = h.clone()
+    h2[T:2 * T] += torch.randn(T, 17, 32)
+    with torch.no_grad():
+        a, b = module(h, T), module(h2, T)
+    assert torch.equal(a[:T], b[:T]) and torch.equal(a[2 * T:], b[2 * T:])
+    assert not torch.allclose(a[T:2 * T], b[T:2 * T])
+    if temporal == "conv":  # a 3-tap convolution per token: token 5 of the changed video is all that moves
+        h3 = h.clone()
+        h3[T:2 * T, 5] += 1.0
+        with torch.no_grad():
+            c = module(h3, T)
+        changed = (c != a).any(-1)  # (B*T, N)
+        assert changed[T:2 * T, 5].all() and changed.sum() == T
