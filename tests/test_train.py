@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import adapters
 import clip
@@ -331,3 +332,76 @@ def test_no_flip_for_ssv2_also_from_list_files(tmp_path):
         transforms = train.training_set(args, 32).transform.transforms
         flips[dataset] = any(isinstance(t, v2.RandomHorizontalFlip) for t in transforms)
     assert flips == {"ssv2": False, "ucf101": True}
+
+
+# ------------------------------------------------------------------------------ the objective train.py optimises
+def first_step(tmp_path, monkeypatch, *extra):
+    """Run train.py for one step; return (the loss it backpropagated, the batch's videos and labels, the model
+    with the adapters as they were at that step, the parsed arguments)."""
+    import adapters
+    seen = {}
+    build = evaluate.build_model
+
+    def build_and_keep(args, device):
+        seen["model"], seen["args"] = build(args, device), args
+        return seen["model"]
+
+    class KeepBatch(torch.utils.data.DataLoader):
+        def __iter__(self):
+            for batch in super().__iter__():
+                seen.setdefault("labels", batch[-1].clone())
+                yield batch
+
+    class KeepLoss(torch.amp.GradScaler):
+        def scale(self, outputs):
+            if "loss" not in seen:
+                seen["loss"] = outputs.detach().clone()
+                seen["adapters"] = {k: v.clone() for k, v in seen["model"].trainable_state_dict().items()}
+            return super().scale(outputs)
+
+    encode_video = adapters.MSTA.encode_video
+
+    def keep_videos(self, videos):
+        seen.setdefault("videos", videos.detach().clone())
+        return encode_video(self, videos)
+    monkeypatch.setattr(evaluate, "build_model", build_and_keep)
+    monkeypatch.setattr(torch.utils.data, "DataLoader", KeepBatch)
+    monkeypatch.setattr(torch.amp, "GradScaler", KeepLoss)
+    monkeypatch.setattr(adapters.MSTA, "encode_video", keep_videos)
+    assert train.main(["--dataset", "synthetic", "--shots", "1", "--batch-size", "8", "--workers", "0",
+                       "--eval-every", "0", "--max-steps", "1", "--output", str(tmp_path / "run"), *extra]) is None
+    monkeypatch.undo()
+    seen["model"].load_trainable_state_dict(seen["adapters"])
+    return seen
+
+
+def description_means(model, sentences):
+    """D_c written out: the frozen CLIP text encoder's mean of L2-normalised sentence embeddings, per class."""
+    import clip
+    with torch.no_grad():
+        return torch.stack([F.normalize(model.clip.encode_text(clip.tokenize(s)), dim=-1).mean(0)
+                            for s in sentences])  # (C, E)
+
+
+@pytest.mark.parametrize("alpha, num", [(0.5, 3), (0.0, 2)])
+def test_first_step_loss_is_ce_plus_alpha_cc_of_that_batch(tmp_path, monkeypatch, alpha, num):
+    """The loss of the first step equals L_CE + alpha L_CC computed here from the same batch: the class prompts
+    through the adapted text branch, the first `num` spatial and temporal descriptions of each class through the
+    frozen one (paper Sec. 3)."""
+    import clip
+    import data
+    seen = first_step(tmp_path, monkeypatch, "--alpha", str(alpha), "--num-descriptions", str(num))
+    model, videos, labels = seen["model"], seen["videos"], seen["labels"]
+    assert videos.shape[0] == len(labels) == 8
+    with open(os.path.join(ROOT, "descriptions", "synthetic.json")) as f:
+        table = json.load(f)
+    classes = list(data.SYNTHETIC_CLASSES)
+    spatial = description_means(model, [table[c]["spatial"][:num] for c in classes])
+    temporal = description_means(model, [table[c]["temporal"][:num] for c in classes])
+    with torch.no_grad():
+        w = model.encode_text(clip.tokenize([f"a video of {c}." for c in classes]))  # (C, E)
+        logits = model.logits(model.encode_video(videos), w)  # (B, C)
+    ce = F.cross_entropy(logits, labels)
+    cc = ((1 - F.cosine_similarity(w, spatial)) + (1 - F.cosine_similarity(w, temporal))).mean()
+    assert cc > 0.05  # far from zero, so alpha's weight shows
+    torch.testing.assert_close(seen["loss"], ce + alpha * cc, rtol=1e-5, atol=1e-5)
