@@ -309,6 +309,56 @@ def test_random_tiny_is_deterministic_and_round_trips(tmp_path):
         torch.testing.assert_close(c(images, tokens), a(images, tokens))
 
 
+# ------------------------------------------------------------------ golden numbers from OpenAI's own code
+# OpenAI's reference implementation (clip-anytorch 2.6.0, openai/CLIP's code) run ONCE in a scratch environment on
+# random_openai_state_dict(SMALL) and inputs() above: their build_model(sd).float(), then encode_image (first 4 of
+# 64 features of the 3 images), encode_text (first 4 features of the 4 texts) and forward's logits_per_image;
+# printed with torch 2.x on a CPU and pasted here. So CI, which has no clip-anytorch, still checks our numerics.
+GOLDEN_IMAGE = [[0.44078183, -0.58905143, 0.33182600, -0.78314745],
+                [-0.18763851, 0.25989234, 0.88584691, 0.17205544],
+                [0.35499182, 1.48146069, 0.04399282, -0.15709050]]
+GOLDEN_TEXT = [[1.64646363, 0.18206009, 0.34789333, 0.19634399],
+               [1.28166163, 0.73002708, 0.32958937, 0.38009453],
+               [1.53442526, 3.22724152, 2.27722836, -0.07468570],
+               [0.55942881, 0.92849314, 0.66238809, -2.74807525]]
+GOLDEN_LOGITS = [[-2.42355061, 0.14241076, 12.05895805, -5.86377001],
+                 [-3.94870210, -5.78026390, 11.20891762, -5.11196518],
+                 [1.38298512, -4.93640709, 16.96633339, -5.84340477]]
+
+
+def test_golden_outputs_of_openai_reference(checkpoints):
+    """Ours equals OpenAI's code's numbers on the same weights and inputs, from both checkpoint formats. Float
+    rounding differs by ~1e-6; a wrong class token, missing causal mask, wrong end-token index or position
+    slicing changes these numbers by 1e-2 or more (measured by planting each in a copy of clip.py)."""
+    _, ts_path, sd_path = checkpoints
+    images, tokens = inputs()
+    for model in (clip.load(ts_path)[0], clip.load(str(sd_path))[0]):
+        with torch.no_grad():
+            image, text = model.encode_image(images), model.encode_text(tokens)
+            logits_per_image, _ = model(images, tokens)
+        torch.testing.assert_close(image[:, :4], torch.tensor(GOLDEN_IMAGE), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(text[:, :4], torch.tensor(GOLDEN_TEXT), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(logits_per_image, torch.tensor(GOLDEN_LOGITS), rtol=1e-4, atol=1e-3)
+
+
+def test_layer_norm_and_quick_gelu_by_hand():
+    """LayerNorm with eps 1e-5 (PyTorch's default, which CLIP trained with), on inputs whose variance is small
+    enough for eps to matter; QuickGELU x sigmoid(1.702 x) at hand-checked points."""
+    model = clip.build_random("random-tiny")
+    x = 1e-3 * torch.randn(5, 128, generator=torch.Generator().manual_seed(0))  # variance ~1e-6, eps 1e-5
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 2 * 4 * 2 + 3  # ln_1 and ln_2 of 8 blocks, ln_pre, ln_post, ln_final
+    for m in norms:
+        if m.weight.shape[0] != 128:
+            continue
+        centred = x - x.mean(-1, keepdim=True)
+        expected = centred / torch.sqrt(centred.pow(2).mean(-1, keepdim=True) + 1e-5) * m.weight + m.bias
+        torch.testing.assert_close(m(x), expected, rtol=1e-5, atol=1e-6)
+    gelu = model.transformer.resblocks[0].mlp.gelu
+    # 1 / (1 + e^-1.702) = 0.845796..., so QuickGELU(1) = 0.845796 and QuickGELU(-2) = -2 / (1 + e^3.404)
+    torch.testing.assert_close(gelu(torch.tensor([1.0, -2.0, 0.0])), torch.tensor([0.8457958, -0.0643414, 0.0]))
+
+
 # ------------------------------------------------------------- optional: OpenAI's reference implementation
 def reference_clip():
     """OpenAI's package (clip-anytorch), imported from its file under another name: our clip.py shadows it."""
