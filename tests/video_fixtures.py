@@ -93,10 +93,11 @@ def ucf101_tree(root, src, classes=("ApplyEyeMakeup", "HandstandPushups", "YoYo"
 
 def hmdb51_tree(root, src, classes, per_class=(4, 2, 1)):
     """HMDB51 layout: <class>/<video>.avi and testTrainMulti_7030_splits/<class>_test_split{1,2,3}.txt with
-    per_class = (train, test, unused) videos tagged 1, 2, 0. Split s moves the test set by s videos."""
+    per_class = (train, test, unused) videos tagged 1, 2, 0. Split s moves the test set by s videos. Returns
+    {split: {video name: tag}}."""
     splits = os.path.join(root, "testTrainMulti_7030_splits")
     os.makedirs(splits, exist_ok=True)
-    n = sum(per_class)
+    n, written = sum(per_class), {1: {}, 2: {}, 3: {}}  # split -> {video name: tag}
     for cls in classes:
         names = [f"{cls}_video_{i}_u_nm_np1_fr_med_{i}.avi" for i in range(n)]
         for name in names:
@@ -104,8 +105,10 @@ def hmdb51_tree(root, src, classes, per_class=(4, 2, 1)):
         for s in (1, 2, 3):
             tags = ["1"] * per_class[0] + ["2"] * per_class[1] + ["0"] * per_class[2]
             tags = tags[-s:] + tags[:-s]
+            written[s].update(zip(names, tags))
             with open(os.path.join(splits, f"{cls}_test_split{s}.txt"), "w") as f:
                 f.writelines(f"{name} {tag} \n" for name, tag in zip(names, tags))  # the real files end lines with " "
+    return written
 
 
 def kinetics_tree(root, src, videos, csv_rows=None):
