@@ -249,3 +249,19 @@ def test_checkpoint_adapters_are_loaded_by_evaluate_main(tmp_path, monkeypatch):
                                      torch.device("cpu"))(videos, tokens)
         for other in (frozen.logits(frozen.encode_video(videos), frozen.encode_text(tokens)), fresh):
             assert (other - ours).abs().max() > 1e-2
+
+
+def test_frozen_clip_baseline_is_frame_mean_cosine_times_temperature():
+    """--zero-shot-clip: the mean over frames of CLIP's image features, cosine with the class texts, times
+    exp(logit_scale) (1 / 0.07 in a freshly built CLIP, CLIP paper sec. 2.5)."""
+    model = clip.build_random("random-tiny")
+    frozen = evaluate.FrozenCLIP(model)
+    videos = torch.randn(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # (B, T, 3, H, W)
+    tokens = evaluate.class_tokens(["yo yo", "kick ball", "sword"])
+    with torch.no_grad():
+        frames = [model.encode_image(v) for v in videos]  # B x (T, E), one video at a time
+        v = F.normalize(torch.stack([f.mean(0) for f in frames]), dim=-1)
+        w = F.normalize(model.encode_text(tokens), dim=-1)
+        expected = v @ w.T / 0.07
+        got = frozen.logits(frozen.encode_video(videos), frozen.encode_text(tokens))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -405,3 +405,24 @@ def test_first_step_loss_is_ce_plus_alpha_cc_of_that_batch(tmp_path, monkeypatch
     cc = ((1 - F.cosine_similarity(w, spatial)) + (1 - F.cosine_similarity(w, temporal))).mean()
     assert cc > 0.05  # far from zero, so alpha's weight shows
     torch.testing.assert_close(seen["loss"], ce + alpha * cc, rtol=1e-5, atol=1e-5)
+
+
+def test_paper_settings_are_the_defaults():
+    """The paper's training recipe (Sec. 4.1 and its released few-shot / base-to-novel runs), written out here."""
+    few = train.parse_args(["--dataset", "ucf101", "--shots", "4"])
+    assert (few.protocol, few.rank, few.blocks, few.epochs, few.warmup_epochs, few.batch_size) == (
+        "few-shot", 128, (8, 12), 50, 5, 32)
+    assert (few.lr, few.min_lr, few.weight_decay, few.scale, few.alpha, few.frames) == (1e-3, 1e-5, 1e-3, 0.005,
+                                                                                        1.0, 8)
+    b2n = train.parse_args(["--dataset", "ucf101", "--protocol", "base2novel"])
+    assert (b2n.rank, b2n.blocks, b2n.shots, b2n.epochs) == (256, (1, 12), 16, 50)
+
+
+def test_learning_rate_warms_up_then_decays_to_min_lr():
+    args = train.parse_args(["--dataset", "ucf101", "--shots", "4", "--epochs", "10", "--warmup-epochs", "2"])
+    lrs = [train.lr_at(step, args, 10) for step in range(100)]  # 10 steps an epoch
+    assert lrs[0] < 0.2 * args.lr  # warm-up starts low
+    assert all(a < b for a, b in zip(lrs[:19], lrs[1:20]))  # rises through the warm-up (steps 0-19)
+    assert max(lrs) == pytest.approx(args.lr, rel=1e-2)
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))  # then only decreases
+    assert args.min_lr <= lrs[-1] < 2 * args.min_lr
