@@ -386,3 +386,24 @@ def test_temporal_modules_mix_frames_only_within_a_video(temporal):
             c = module(h3, T)
         changed = (c != a).any(-1)  # (B*T, N)
         assert changed[T:2 * T, 5].all() and changed.sum() == T
+
+
+def test_attention_over_frames_is_a_weighted_mean():
+    """Attention weights over the frames sum to 1 for every frame: a clip whose T frames are identical gets the
+    same temporal term in every frame, whatever the position embedding makes the weights."""
+    module = tiny("attn").adapters["1"].temporal
+    h = torch.randn(2, 1, 17, 32).expand(2, T, 17, 32).reshape(2 * T, 17, 32)  # (B*T, N, r), frames repeated
+    with torch.no_grad():
+        out = module(h, T).view(2, T, 17, 32)
+    torch.testing.assert_close(out, out[:, :1].expand_as(out), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_logits_are_cosine_times_clip_temperature():
+    """(B, C) logits = exp(logit_scale) cos(v, w): 1 / 0.07 in a freshly built CLIP (CLIP paper sec. 2.5)."""
+    model, v, tokens = tiny(), videos(), class_tokens()
+    with torch.no_grad():
+        video_features, text_features = model.encode_video(v), model.encode_text(tokens)
+        expected = F.cosine_similarity(video_features[:, None], text_features[None], dim=-1) / 0.07  # (B, C)
+        torch.testing.assert_close(model.logits(video_features, text_features), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model(v, tokens), expected, rtol=1e-5, atol=1e-5)
