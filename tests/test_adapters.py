@@ -407,3 +407,13 @@ def test_logits_are_cosine_times_clip_temperature():
         expected = F.cosine_similarity(video_features[:, None], text_features[None], dim=-1) / 0.07  # (B, C)
         torch.testing.assert_close(model.logits(video_features, text_features), expected, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(model(v, tokens), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_initialisation_is_kaiming_fan_out_with_zero_biases():
+    """MMA's initialisation: Kaiming-normal weights with the fan-out (std sqrt(2 / out features)), zero biases."""
+    model = tiny("none", rank=32)
+    adapter = model.adapters["1"]
+    for layer in (adapter.vision_down, adapter.text_down, adapter.shared, adapter.vision_up, adapter.text_up):
+        std = (2 / layer.weight.shape[0]) ** 0.5
+        assert abs(layer.weight.std().item() / std - 1) < 0.1, layer
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias))

@@ -30,16 +30,19 @@ class Stub(torch.nn.Module):
     """MSTA's evaluation interface with known answers: encode_video reads (video id, first frame) from the pixels,
     logits looks the answer up in answer(video id, first frame index, C) -> (C,) logits."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, read=True):
         super().__init__()
-        self.answer, self.served, self.text_sizes = answer, [], []
+        self.answer, self.read, self.served, self.text_sizes, self.texts = answer, read, [], [], []
         self.clip = types.SimpleNamespace(visual=types.SimpleNamespace(input_resolution=RES))
 
     def encode_text(self, tokens):
         self.text_sizes.append(len(tokens))
+        self.texts.append(tokens)
         return torch.zeros(len(tokens), 1)  # (C, E)
 
     def encode_video(self, videos):
+        if not self.read:  # not id videos: answer as video 0, view 0
+            return torch.zeros(len(videos), 2)
         ids = [read_ids(v) for v in videos]  # videos (n, T, 3, H, W), n = B*V
         self.served += ids
         return torch.tensor([[vid, frames[0]] for vid, frames in ids], dtype=torch.float32)  # (n, 2)
@@ -193,6 +196,18 @@ def test_base_to_novel_summary_is_hm_of_seed_means():
     assert (few["top1"], few["top5"], few["runs"]) == (60.0, 85.0, 2) and "top1_std" not in few
 
 
+def test_base_to_novel_rows_test_each_half_against_its_own_classes():
+    stub = Stub(lambda vid, view, C: torch.zeros(C), read=False)
+    out = evaluate.run_protocol(stub, protocol_args(None, dataset="synthetic", protocol="base2novel"),
+                                torch.device("cpu"))
+    assert [(r["row"], r["subset"], r["classes"], r["videos"]) for r in out["rows"]] == [
+        ("base", "base", 4, 64), ("novel", "novel", 4, 64)]
+    base, novel = data.SYNTHETIC_CLASSES[1::2], data.SYNTHETIC_CLASSES[0::2]  # odd classes are the base half
+    assert len(stub.texts) == 2
+    assert torch.equal(stub.texts[0], clip.tokenize([f"a video of {c}." for c in base]))
+    assert torch.equal(stub.texts[1], clip.tokenize([f"a video of {c}." for c in novel]))
+
+
 def fake_checkpoint(path, **args):
     """A checkpoint file in train.py's format whose adapters the stub 'loads'."""
     base = dict(dataset="ucf101", data_root=None, protocol="few-shot", split=1, seed=0, shots=2, frames=4,
@@ -218,6 +233,12 @@ def test_evaluate_main_split_and_protocol_arguments(ids, tmp_path, monkeypatch, 
     zs = json.loads((tmp_path / "zs" / "results.json").read_text())
     assert zs["top1"] == pytest.approx(52.38095238) and zs["top1_std"] == pytest.approx(35.63483225)
     assert "+- 35.63" in (tmp_path / "zs" / "results.md").read_text()
+    # Several checkpoints (e.g. seeds) are averaged: here two runs that test splits 1 and 3.
+    other = fake_checkpoint(tmp_path / "run3.pt", data_root=root, split=3)
+    evaluate.main(["--checkpoint", fake_checkpoint(tmp_path / "run1.pt", data_root=root), other, "--clips", "1",
+                   "--crops", "1", "--workers", "0", "--output", str(tmp_path / "two")])
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["runs"] == 2 and two["top1"] == pytest.approx((100 + 100 / 7) / 2)
 
 
 # ------------------------------------------------------------------------------ a real checkpoint, real model

@@ -368,6 +368,13 @@ def first_step(tmp_path, monkeypatch, *extra):
     monkeypatch.setattr(torch.utils.data, "DataLoader", KeepBatch)
     monkeypatch.setattr(torch.amp, "GradScaler", KeepLoss)
     monkeypatch.setattr(adapters.MSTA, "encode_video", keep_videos)
+
+    class KeepOptimiser(torch.optim.AdamW):
+        def __init__(self, params, **kwargs):
+            params = list(params)
+            seen["optimiser"] = dict(kwargs, params=params)
+            super().__init__(params, **kwargs)
+    monkeypatch.setattr(torch.optim, "AdamW", KeepOptimiser)
     assert train.main(["--dataset", "synthetic", "--shots", "1", "--batch-size", "8", "--workers", "0",
                        "--eval-every", "0", "--max-steps", "1", "--output", str(tmp_path / "run"), *extra]) is None
     monkeypatch.undo()
@@ -405,6 +412,10 @@ def test_first_step_loss_is_ce_plus_alpha_cc_of_that_batch(tmp_path, monkeypatch
     cc = ((1 - F.cosine_similarity(w, spatial)) + (1 - F.cosine_similarity(w, temporal))).mean()
     assert cc > 0.05  # far from zero, so alpha's weight shows
     torch.testing.assert_close(seen["loss"], ce + alpha * cc, rtol=1e-5, atol=1e-5)
+    # AdamW with the paper's betas and weight decay, on the adapters' parameters only
+    opt = seen["optimiser"]
+    assert (opt["betas"], opt["weight_decay"]) == ((0.9, 0.98), 1e-3)
+    assert {id(p) for p in opt["params"]} == {id(p) for p in model.adapters.parameters()}
 
 
 def test_paper_settings_are_the_defaults():
