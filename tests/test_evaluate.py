@@ -166,6 +166,21 @@ def test_run_protocol_tests_the_split_asked_for_with_its_views(ids, split):
     assert out["views"] == "2x1"
 
 
+def test_published_list_files_are_what_is_tested(ids, tmp_path):
+    """--test-list (ViFi-CLIP's '<path> <label>' lines) decides the test videos, whatever the official split."""
+    root, table = ids
+    (tmp_path / "labels.csv").write_text("id,name\n" + "".join(f"{i},{c}\n" for i, c in enumerate(CLASSES)))
+    listed = [v for v, (c, g) in table.items() if g == 3]
+    (tmp_path / "test.txt").write_text("".join(f"{CLASSES[table[v][0]]}/v_{CLASSES[table[v][0]]}_g03_c01.avi "
+                                               f"{table[v][0]}\n" for v in listed))
+    stub = Stub(rule(table))
+    args = protocol_args(root, split=1, clips=1, crops=1, train_list=None, test_list=str(tmp_path / "test.txt"),
+                         labels_csv=str(tmp_path / "labels.csv"))
+    out = evaluate.run_protocol(stub, args, torch.device("cpu"))
+    assert [r["row"] for r in out["rows"]] == ["test"] and out["rows"][0]["top1"] == pytest.approx(100 / 7)
+    assert sorted(vid for vid, _ in stub.served) == sorted(listed)
+
+
 def test_single_clip_test_takes_segment_centres(ids):
     root, table = ids
     stub = Stub(rule(table))
