@@ -247,6 +247,22 @@ def test_ucf101_splits_serve_their_own_videos_labels_and_frames(ucf_ids, split):
     assert drawn <= {p for p, _ in train.items} and len(drawn) > 7  # training videos only; seeds draw differently
 
 
+def test_few_shot_never_draws_a_listed_test_video(ucf_ids, tmp_path):
+    """With list files that overlap (a train list holding every video), the shots still avoid the test list."""
+    root, table = ucf_ids
+    names = ["Alpha", "Beta", "Gamma", "Delta", "Epsilon", "Zeta", "Eta"]
+    (tmp_path / "labels.csv").write_text("id,name\n" + "".join(f"{i},{c}\n" for i, c in enumerate(names)))
+    line = lambda v: f"{names[table[v][0]]}/v_{names[table[v][0]]}_g{table[v][1]:02d}_c01.avi {table[v][0]}\n"  # noqa
+    (tmp_path / "train.txt").write_text("".join(line(v) for v in table))
+    (tmp_path / "test.txt").write_text("".join(line(v) for v in table if table[v][1] == 1))
+    for seed in range(3):
+        few = data.build_dataset("list", root, "few-shot", 1, shots=2, seed=seed, resolution=16,
+                                 train_list=str(tmp_path / "train.txt"), test_list=str(tmp_path / "test.txt"),
+                                 labels_csv=str(tmp_path / "labels.csv"))
+        assert sorted(y for _, y in few.items) == sorted(list(range(7)) * 2)
+        assert all("_g01_" not in os.path.basename(p) for p, _ in few.items), seed
+
+
 def test_missing_or_malformed_root_fails_with_one_clear_message(tmp_path, ucf):
     for name, where in (("ucf101", "crcv.ucf.edu"), ("hmdb51", "serre-lab"), ("kinetics400", "cvdfoundation"),
                         ("ssv2", "something-something")):
