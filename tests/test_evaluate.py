@@ -132,7 +132,8 @@ def ids(tmp_path_factory):
 
 
 # The stub's rule on the id tree: right on a video of class c and group g iff c < RIGHT[g], else it answers the
-# next class (then the right one). So split 1 (group 1) scores 7/7, split 2 3/7 and split 3 1/7 top-1; top-5 is 100 everywhere.
+# next class (then the right one). So split 1 (group 1) scores 7/7, split 2 3/7 and split 3 1/7 top-1; top-5 is
+# 100 everywhere.
 RIGHT = {1: 7, 2: 3, 3: 1}
 SPLIT_TOP1 = {1: 100.0, 2: 300 / 7, 3: 100 / 7}
 

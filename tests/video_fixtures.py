@@ -1,4 +1,4 @@
-"""Helpers for tests/test_data.py: tiny videos written with PyAV, and miniature dataset trees in official layouts."""
+"""Test helpers: tiny videos written with PyAV, miniature dataset trees in official layouts, id videos."""
 import csv
 import fractions
 import json
