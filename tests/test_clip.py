@@ -244,6 +244,9 @@ GOLDEN = {
     "mojibake cafÃ©": [49406, 617, 3252, 11878, 15304, 49407],
     "Pushing something from left to right": [49406, 11549, 2006, 633, 1823, 531, 1155, 49407],
     "": [49406, 49407],
+    "<|endoftext|> in": [49406, 49407, 530, 49407],  # a literal special token stays one symbol
+    "a <|startoftext|> b": [49406, 320, 49406, 321, 49407],
+    "jekyll": [49406, 49405, 49407],  # the last of the 48,894 merges kept ("jeky" + "ll</w>")
     " ".join(["word"] * 100): [49406] + [2653] * 75 + [49407],  # 102 tokens, cut to 77 with truncate=True
 }
 
