@@ -127,6 +127,10 @@ class Transformer(nn.Module):
 class VisionTransformer(nn.Module):
     """ViT image encoder (Dosovitskiy et al. 2021) with CLIP's extra ln_pre before the transformer (sec. 2.4)."""
 
+    # How a video's tokens are laid out, for adapters.py: "frames" = each frame its own sequence, (B*T, N, D), frames
+    # of one video consecutive; frames meet only in the adapters. (viclip.py's joint encoder says "joint".)
+    token_layout = "frames"
+
     def __init__(self, input_resolution, patch_size, width, layers, heads, output_dim):
         super().__init__()
         self.input_resolution, self.patch_size, self.output_dim = input_resolution, patch_size, output_dim
@@ -167,7 +171,12 @@ def _causal_mask(n):
 
 
 class CLIP(nn.Module):
-    """Image encoder, text encoder and the learned temperature of CLIP's contrastive logits (sec. 2.3, Fig. 3)."""
+    """Image encoder, text encoder and the learned temperature of CLIP's contrastive logits (sec. 2.3, Fig. 3).
+
+    The backbone interface adapters.py, train.py and evaluate.py use (viclip.ViCLIP offers the same): encode_video,
+    encode_text, logit_scale (log form), visual.input_resolution, visual.token_layout, context_length, mean/std."""
+
+    mean, std = _MEAN, _STD  # the pixel normalisation the weights expect (the data pipeline reads it from here)
 
     def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size, vision_heads,
                  context_length, vocab_size, transformer_width, transformer_heads, transformer_layers):
@@ -208,6 +217,11 @@ class CLIP(nn.Module):
     def encode_image(self, images):
         """Images (B, 3, H, W) -> features (B, E), not normalised."""
         return self.visual(images)
+
+    def encode_video(self, videos):
+        """Videos (B, T, 3, H, W) -> features (B, E), not normalised: the mean of the T frames' image features."""
+        B, T = videos.shape[:2]
+        return self.encode_image(videos.flatten(0, 1)).view(B, T, -1).mean(1)  # (B*T, E) -> (B, T, E) -> (B, E)
 
     def embed_text(self, tokens):
         """Token ids (C, L) -> (embedded tokens (C, L', D), causal mask (L', L')), cut after the last end token."""
@@ -299,12 +313,23 @@ def _sha256(path):
     return h.hexdigest()
 
 
-def _download(url, root):
-    """Path of url's file in root: a verified cached copy, or a fresh download checked against the URL's SHA-256."""
+def _download(url, root, sha256="url", filename=None):
+    """Path of url's file in root: a verified cached copy, or a fresh download checked against its SHA-256.
+
+    sha256: the file's published digest; "url" (OpenAI's convention) means the folder name in the URL. None means
+    no digest is published (viclip.py's Hugging Face file): then a complete download (its byte count equal to the
+    server's Content-Length) has its SHA-256 recorded in <file>.sha256, and a cached copy is reused only while it
+    still matches that record. That catches partial and corrupted files, not a file tampered with at the source."""
     os.makedirs(root, exist_ok=True)
-    expected, target = url.split("/")[-2], os.path.join(root, os.path.basename(url))
+    target = os.path.join(root, filename or os.path.basename(url))
+    expected = url.split("/")[-2] if sha256 == "url" else sha256
+    record = target + ".sha256"  # the first-use digest when none is published
+    if expected is None and os.path.isfile(target) and not os.path.isfile(record):
+        with open(record, "w") as f:  # a file the user put there by hand (the offline route below): trusted as is
+            f.write(_sha256(target))
     if os.path.isfile(target):
-        if _sha256(target) == expected:
+        known = expected or open(record).read().strip()
+        if _sha256(target) == known:
             return target  # e.g. a file OpenAI's own package already downloaded into ~/.cache/clip
         warnings.warn(f"{target} does not match its SHA-256 (corrupt or partial); downloading it again")
     partial, h, done = target + ".part", hashlib.sha256(), 0
@@ -315,18 +340,23 @@ def _download(url, root):
                 dst.write(chunk)
                 h.update(chunk)
                 done += len(chunk)
-                print(f"\rdownloading {os.path.basename(url)}: {done >> 20} / {total >> 20} MiB", end="",
+                print(f"\rdownloading {os.path.basename(target)}: {done >> 20} / {total >> 20} MiB", end="",
                       file=sys.stderr, flush=True)
         print(file=sys.stderr)
+        if total and done != total:
+            raise OSError(f"the connection closed after {done} of {total} bytes")
     except OSError as e:  # urllib's URLError is an OSError: no network, DNS failure, refused, disk full
         if os.path.exists(partial):
             os.remove(partial)
         raise CLIPError(f"could not download {url} ({e}); without network, fetch that URL elsewhere "
                            f"and put the file at {target}") from e
-    if h.hexdigest() != expected:
+    if expected is not None and h.hexdigest() != expected:
         os.remove(partial)
         raise CLIPError(f"downloaded {url} but its SHA-256 is {h.hexdigest()}, expected {expected}: "
                            "the file was corrupted or tampered with on the way; nothing was kept")
+    if expected is None:
+        with open(record, "w") as f:
+            f.write(h.hexdigest())
     os.replace(partial, target)  # atomic: an interrupted download never sits under the real name
     return target
 
@@ -431,11 +461,12 @@ def _to_rgb(image):  # a named function, not a lambda, so the transform pickles 
     return image.convert("RGB")
 
 
-def _transform(resolution):
-    """OpenAI's preprocessing: bicubic resize of the short side, center crop, RGB, CLIP's mean/std."""
+def _transform(resolution, mean=_MEAN, std=_STD):
+    """OpenAI's preprocessing: bicubic resize of the short side, center crop, RGB, CLIP's mean/std (or the given
+    model's: viclip.py passes ImageNet's)."""
     from torchvision import transforms as T  # imported here: only image users pay for it
     return T.Compose([T.Resize(resolution, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(resolution),
-                      _to_rgb, T.ToTensor(), T.Normalize(_MEAN, _STD)])
+                      _to_rgb, T.ToTensor(), T.Normalize(mean, std)])
 
 
 # ---------------------------------------------------------------------------------------------------- text
