@@ -15,8 +15,16 @@ For every adapted block j (1-based, inclusive range `blocks`), in both encoders:
     z  = z' + lambda A                           lambda = 0.005
 Video feature = mean over the T frames of the per-frame CLIP image feature; logits = exp(logit_scale) cos(v, w).
 
+Two token layouts, told by the backbone (visual.token_layout), never guessed from its type:
+  "frames" (OpenAI CLIP): each frame is its own sequence (B*T, N, D); the frames meet only in the adapters.
+  "joint"  (ViCLIP, the paper's backbone): one sequence per video (B, 1 + P*T, D), patch p of frame t at index
+           1 + p*T + t; the video feature is the class token's (no frame mean). The temporal modules mix each patch
+           position's T tokens, so the grouped Conv1d over T is exactly the paper's Conv3d with kernel (3, 1, 1);
+           the class token, which has no frame axis, gets the spatial path (W_up h) only.
+group_frames/ungroup_frames below are the only code that knows the layouts.
+
 Shape legend: B videos, T frames, N tokens per frame (1 + grid^2), D width, C classes, E embedding,
-L text length, r adapter bottleneck (the rank).
+L text length, r adapter bottleneck (the rank); joint layout: P patches per frame (grid^2), M = 1 + P*T tokens.
 """
 import torch
 import torch.nn as nn
@@ -48,6 +56,28 @@ def scaled_residual(block_out, u, adapter, scale):
     return block_out + GradScale.apply(scale * a, 1.0 / scale)
 
 
+def group_frames(h, T, layout="frames"):
+    """Tokens in the backbone's layout -> (B*N, T, c): each token position's T frames in a row, for the temporal
+    modules. "frames": h (B*T, N, c); "joint": h (B, 1 + P*T, c), whose class token has no frame axis and is left
+    out (N = P)."""
+    if layout == "joint":
+        B, M, c = h.shape
+        return h[:, 1:].reshape(B * ((M - 1) // T), T, c)  # (B, P*T, c) -> (B*P, T, c): position-major already
+    BT, N, c = h.shape
+    return h.view(BT // T, T, N, c).transpose(1, 2).reshape(-1, T, c)  # (B*T, N, c) -> (B*N, T, c)
+
+
+def ungroup_frames(x, shape, T, layout="frames"):
+    """The inverse of group_frames for a temporal output x (B*N, T, c'), shape = the input's (B*T, N, c) or
+    (B, M, c): back to the backbone's layout (c' channels); the joint layout's class token gets zeros."""
+    if layout == "joint":
+        B, M, _ = shape
+        x = x.reshape(B, M - 1, x.shape[-1])                               # (B*P, T, c') -> (B, P*T, c')
+        return torch.cat([x.new_zeros(B, 1, x.shape[-1]), x], dim=1)      # (B, M, c'): class token 0
+    BT, N, _ = shape
+    return x.view(BT // T, N, T, -1).transpose(1, 2).reshape(BT, N, -1)  # (B*N, T, c') -> (B*T, N, c')
+
+
 class TemporalAttention(nn.Module):
     """temporal="attn": per token position, single-head attention over the T frames inside the bottleneck.
 
@@ -77,15 +107,14 @@ class TemporalAttention(nn.Module):
         # linearly in time, as ViT position tables are resampled for another resolution.
         return F.interpolate(self.pos.T[None], size=T, mode="linear", align_corners=True)[0].T  # (T', r) -> (T, r)
 
-    def forward(self, h, T):
-        """h (B*T, N, r) -> the frame-mixed features (B*T, N, r), to be added to h."""
-        BT, N, r = h.shape
-        h = h.view(BT // T, T, N, r).transpose(1, 2).reshape(-1, T, r)   # (B*T, N, r) -> (B*N, T, r)
+    def forward(self, h, T, layout="frames"):
+        """h (B*T, N, r) -> the frame-mixed features (B*T, N, r), to be added to h (joint layout: (B, M, r))."""
+        shape, h = h.shape, group_frames(h, T, layout)                    # -> (B*N, T, r)
         x = h + self.position(T).to(h.dtype)                              # (B*N, T, r)
         q, k = self.query(x), self.key(x)                                 # (B*N, T, r/4)
         w = (q @ k.transpose(1, 2) * q.shape[-1] ** -0.5).softmax(-1)     # (B*N, T, T), rows sum to 1 over frames
         out = w.to(h.dtype) @ self.value(h)                               # (B*N, T, r)
-        return out.view(BT // T, N, T, r).transpose(1, 2).reshape(BT, N, r)  # (B*N, T, r) -> (B*T, N, r)
+        return ungroup_frames(out, shape, T, layout)                      # -> (B*T, N, r)
 
 
 class TemporalConv(nn.Module):
@@ -96,12 +125,11 @@ class TemporalConv(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(rank, width, kernel_size=3, padding=1, groups=rank)
 
-    def forward(self, h, T):
-        """h (B*T, N, r) -> (B*T, N, D), to be added to W_up h."""
-        BT, N, r = h.shape
-        x = h.view(BT // T, T, N, r).permute(0, 2, 3, 1).reshape(-1, r, T)      # (B*T, N, r) -> (B*N, r, T)
+    def forward(self, h, T, layout="frames"):
+        """h (B*T, N, r) -> (B*T, N, D), to be added to W_up h (joint layout: (B, M, r) -> (B, M, D))."""
+        x = group_frames(h, T, layout).transpose(1, 2)                            # -> (B*N, T, r) -> (B*N, r, T)
         y = self.conv(x)                                                          # (B*N, D, T)
-        return y.view(BT // T, N, -1, T).permute(0, 3, 1, 2).reshape(BT, N, -1)  # (B*N, D, T) -> (B*T, N, D)
+        return ungroup_frames(y.transpose(1, 2), h.shape, T, layout)              # (B*N, T, D) -> (B*T, N, D)
 
 
 class LayerAdapter(nn.Module):
@@ -123,14 +151,15 @@ class LayerAdapter(nn.Module):
         h = F.relu(self.shared(F.relu(self.text_down(u))))  # (C, L, r)
         return self.text_up(h)
 
-    def vision(self, u, T):
-        """u (B*T, N, D) -> A (B*T, N, D); the frames of one video are consecutive along the first axis."""
+    def vision(self, u, T, layout="frames"):
+        """u (B*T, N, D) -> A (B*T, N, D); the frames of one video are consecutive along the first axis.
+        Joint layout: u (B, M, D) -> A (B, M, D)."""
         h = F.relu(self.shared(F.relu(self.vision_down(u))))  # (B*T, N, r)
         if isinstance(self.temporal, TemporalAttention):
-            h = h + self.temporal(h, T)  # mix the frames inside the bottleneck, before the up-projection
+            h = h + self.temporal(h, T, layout)  # mix the frames inside the bottleneck, before the up-projection
         a = self.vision_up(h)
         if isinstance(self.temporal, TemporalConv):
-            a = a + self.temporal(h, T)  # the temporal up-projection runs beside W_up
+            a = a + self.temporal(h, T, layout)  # the temporal up-projection runs beside W_up
         return a
 
 
@@ -194,15 +223,22 @@ class MSTA(nn.Module):
         return z
 
     def encode_video(self, videos):
-        """videos (B, T, 3, H, W) -> (B, E), not normalised: the mean of the per-frame image features."""
+        """videos (B, T, 3, H, W) -> (B, E), not normalised: the mean of the per-frame image features ("frames"
+        layout), or the joint encoder's class-token feature ("joint")."""
         B, T = videos.shape[:2]
         visual = self.clip.visual
         blocks = visual.transformer.resblocks
+        layout = getattr(visual, "token_layout", "frames")
         with torch.no_grad():  # nothing below the first adapted block is trained: store no activations
-            z = visual.embed(videos.flatten(0, 1))  # (B, T, 3, H, W) -> (B*T, 3, H, W) -> (B*T, N, D)
+            if layout == "joint":
+                z = visual.embed(videos)  # (B, T, 3, H, W) -> (B, M, D)
+            else:
+                z = visual.embed(videos.flatten(0, 1))  # (B, T, 3, H, W) -> (B*T, 3, H, W) -> (B*T, N, D)
             for block in blocks[:self.start]:
                 z = block(z)
-        z = self.adapted_blocks(z, blocks, lambda j, u: self.adapters[str(j)].vision(u, T))  # (B*T, N, D)
+        z = self.adapted_blocks(z, blocks, lambda j, u: self.adapters[str(j)].vision(u, T, layout))
+        if layout == "joint":
+            return visual.head(z)  # (B, M, D) -> (B, E)
         return visual.head(z).view(B, T, -1).mean(1)  # (B*T, E) -> (B, T, E) -> (B, E)
 
     def text_prefix(self, tokens):
@@ -263,7 +299,8 @@ class MSTA(nn.Module):
 
 def parameter_counts(model):
     """(trainable, backbone_total) for an MSTA model. The backbone total leaves out the token-embedding table, the
-    paper's convention: 8.71M trainable is 7.0% of ViT-B/16's 124.3M (149.6M minus the 49408 x 512 table)."""
+    paper's convention: 8.71M trainable is 7.0% of ViT-B/16's 124.3M (149.6M minus the 49408 x 512 table; ViCLIP-B/16
+    also holds 124.3M)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     backbone = sum(p.numel() for p in model.clip.parameters()) - model.clip.token_embedding.weight.numel()
     return trainable, backbone
