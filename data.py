@@ -2,9 +2,9 @@
 and a synthetic motion dataset that needs no download.
 
     build_dataset(name, root, protocol, split, shots=None, seed=0, num_frames=8, train=True, resolution=224,
-                  views=(1, 1), **lists) -> Dataset of (video, label)
+                  views=(1, 1), mean=CLIP_MEAN, std=CLIP_STD, **lists) -> Dataset of (video, label)
 
-video is float (T, 3, H, W) normalised with CLIP's mean/std, or (V, T, 3, H, W) for a multi-view test
+video is float (T, 3, H, W) normalised with the model's mean/std (CLIP's by default), or (V, T, 3, H, W) for a multi-view test
 (V = temporal clips x spatial crops, clip-major); label is an int. Every dataset has .classnames (the class-name
 text prompts and descriptions are keyed by) and .skipped (videos it could not serve). Decoding, frame sampling
 and the clip transforms are in video.py.
@@ -115,10 +115,11 @@ class VideoDataset(Dataset):
     """
 
     def __init__(self, name, items, classnames, num_frames=8, train=True, resolution=224, views=(1, 1), flip=True,
-                 missing=0):
+                 missing=0, mean=CLIP_MEAN, std=CLIP_STD):
         self.name, self.items, self.classnames, self.missing = name, items, list(classnames), missing
         self.num_frames, self.train, self.views = num_frames, train, (1, 1) if train else tuple(views)
-        self.transform = train_transform(resolution, flip) if train else TestTransform(resolution, self.views[1])
+        self.transform = (train_transform(resolution, flip, mean, std) if train
+                          else TestTransform(resolution, self.views[1], mean, std))
         self._broken = multiprocessing.RawArray("b", max(len(items), 1))  # inherited by forked/spawned workers
         self._by_class = defaultdict(list)
         for i, (_, label) in enumerate(items):
@@ -350,13 +351,14 @@ def class_names(name, root=None, **lists):
 
 
 def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_frames=8, train=True,
-                  resolution=224, views=(1, 1), subset=None, flip=None, **lists):
+                  resolution=224, views=(1, 1), subset=None, flip=None, mean=CLIP_MEAN, std=CLIP_STD, **lists):
     """A Dataset for one side (train=True/False) of a protocol; see the module docstring for the protocols.
 
     split: official split 1-3 (UCF101/HMDB51 lists; the K600 zero-shot class split; 1 in published few-shot and
     base2novel). subset: base2novel's classes, "base" (training, the default) or "novel" ("base" also tests).
     shots: videos per class drawn with `seed` for training (few-shot; base2novel defaults to 16).
-    resolution: the model's input size (train.py reads it from the model). views=(clips, crops) for testing.
+    resolution, mean, std: the model's input size and pixel normalisation (train.py reads them from the model).
+    views=(clips, crops) for testing.
     flip: horizontal flips in training; None means all datasets but SSv2 (pass False for SSv2 given as lists).
     lists: train_list=, test_list=, labels_csv= for name="list" (paths relative to root); for base2novel also
     novel_list=, novel_labels_csv=, the novel test set with its own label list. ViFi-CLIP publishes exactly these:
@@ -381,7 +383,7 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
         if name == "list" and half == "novel":  # the novel classes' own test list and label CSV
             lists = dict(lists, test_list=lists.get("novel_list"), labels_csv=lists.get("novel_labels_csv"))
     if name == "synthetic":
-        return SyntheticMotion(shots, seed, num_frames, train, resolution, views, half)
+        return SyntheticMotion(shots, seed, num_frames, train, resolution, views, half, mean, std)
     classes, items, videos = _read(name, root, split, "train" if train else "test", lists)
     subset = range(len(classes))
     if half is not None and name != "list":  # (a list holds its half's classes only, labelled by its own CSV)
@@ -413,7 +415,8 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
         test = {p for p, _ in _read(name, root, split, "test", lists)[1]} if listed else set()
         items = draw_shots([(p, label) for p, label in items if p not in test], shots, seed, classnames)
     flip = name != "ssv2" if flip is None else flip  # SSv2 labels say left/right: never mirror them
-    return VideoDataset(name, items, classnames, num_frames, train, resolution, views, flip=flip, missing=missing)
+    return VideoDataset(name, items, classnames, num_frames, train, resolution, views, flip=flip, missing=missing,
+                        mean=mean, std=std)
 
 
 def seed_everything(seed):
@@ -482,13 +485,14 @@ class SyntheticMotion(Dataset):
     base2novel keeps the odd (base) or even (novel) classes. Items are normalised like the real test transform;
     no flips, which would swap left and right. A multi-view test repeats the clip V times."""
 
-    def __init__(self, shots=None, seed=0, num_frames=8, train=True, resolution=224, views=(1, 1), half=None):
+    def __init__(self, shots=None, seed=0, num_frames=8, train=True, resolution=224, views=(1, 1), half=None,
+                 mean=CLIP_MEAN, std=CLIP_STD):
         self.ids = [c for c in range(len(SYNTHETIC_CLASSES)) if half is None or (c % 2 == 1) == (half == "base")]
         self.classnames = [SYNTHETIC_CLASSES[c] for c in self.ids]
         self.per_class = (shots or SYNTHETIC_TRAIN_PER_CLASS) if train else SYNTHETIC_TEST_PER_CLASS
         self.seed, self.num_frames, self.train, self.resolution = seed, num_frames, train, resolution
         self.views, self.skipped, self.name = 1 if train else views[0] * views[1], 0, "synthetic"
-        self.normalise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(CLIP_MEAN, CLIP_STD)])
+        self.normalise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
     def __len__(self):
         return self.per_class * len(self.ids)

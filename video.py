@@ -360,9 +360,10 @@ class RandomGrayscale(torch.nn.Module):
         return gray.as_subclass(type(video))  # stays a tv_tensors.Video for the transforms after it
 
 
-def train_transform(resolution, flip=True):
+def train_transform(resolution, flip=True, mean=CLIP_MEAN, std=CLIP_STD):
     """Training augmentation on a uint8 tv_tensors.Video (T, 3, H, W) -> float (T, 3, r, r), one random draw per
-    clip: X-CLIP/ViFi-CLIP's pipeline. No flip for SSv2, where left/right is part of the label."""
+    clip: X-CLIP/ViFi-CLIP's pipeline. No flip for SSv2, where left/right is part of the label. mean/std: the
+    model's pixel normalisation (CLIP's, or ViCLIP's ImageNet statistics)."""
     return v2.Compose([
         v2.Resize(int(256 / 224 * resolution)),  # short side 256 for a 224 model, scaled for other resolutions
         MultiScaleCrop(),
@@ -371,7 +372,7 @@ def train_transform(resolution, flip=True):
         v2.ToDtype(torch.float32, scale=True),
         v2.RandomApply([ColorJitter()], p=0.8),
         RandomGrayscale(p=0.2),
-        v2.Normalize(CLIP_MEAN, CLIP_STD),
+        v2.Normalize(mean, std),
         v2.ToPureTensor(),
     ])
 
@@ -382,11 +383,11 @@ class TestTransform:
     the long side (3, T, 3, r, r), its multi-view test. A class rather than a closure so that spawned workers can
     pickle it."""
 
-    def __init__(self, resolution, crops=1):
+    def __init__(self, resolution, crops=1, mean=CLIP_MEAN, std=CLIP_STD):
         self.size, self.crops = resolution, crops
         short = int(256 / 224 * resolution) if crops == 1 else resolution
         self.prepare = v2.Compose([v2.Resize(short), v2.ToDtype(torch.float32, scale=True),
-                                   v2.Normalize(CLIP_MEAN, CLIP_STD), v2.ToPureTensor()])
+                                   v2.Normalize(mean, std), v2.ToPureTensor()])
 
     def __call__(self, video):  # uint8 (T, 3, H, W)
         video, r = self.prepare(video), self.size
