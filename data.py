@@ -4,8 +4,8 @@ and a synthetic motion dataset that needs no download.
     build_dataset(name, root, protocol, split, shots=None, seed=0, num_frames=8, train=True, resolution=224,
                   views=(1, 1), mean=CLIP_MEAN, std=CLIP_STD, **lists) -> Dataset of (video, label)
 
-video is float (T, 3, H, W) normalised with the model's mean/std (CLIP's by default), or (V, T, 3, H, W) for a multi-view test
-(V = temporal clips x spatial crops, clip-major); label is an int. Every dataset has .classnames (the class-name
+video is float (T, 3, H, W) normalised with the model's mean/std (default CLIP's), or (V, T, 3, H, W) for a
+multi-view test (V = temporal clips x spatial crops, clip-major); label is an int. Every dataset has .classnames (the class-name
 text prompts and descriptions are keyed by) and .skipped (videos it could not serve). Decoding, frame sampling
 and the clip transforms are in video.py.
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import adapters
 import clip
 import data
+import viclip
 
 # Test views (temporal clips x spatial crops) per dataset, as the paper and ViFi-CLIP test.
 VIEWS = {"hmdb51": (10, 3), "ucf101": (5, 3), "k400": (4, 3), "k600": (4, 3), "ssv2": (2, 3), "synthetic": (1, 1)}
@@ -101,9 +102,17 @@ def read_checkpoint(path):
     return ckpt
 
 
+def load_backbone(name):
+    """The frozen backbone for --clip: ViCLIP (viclip.py) for its names, random-ViCLIP-* and files holding ViCLIP's
+    tensor names; otherwise OpenAI CLIP (clip.py): its names, random-* and its checkpoint files."""
+    if viclip.handles(name):
+        return viclip.load(name)[0]
+    return clip.build_random(name) if name.startswith("random-") else clip.load(name)[0]
+
+
 def build_model(args, device):
-    """CLIP (pretrained, or random-tiny for offline demos) plus MSTA adapters, on `device`."""
-    model = clip.build_random(args.clip) if args.clip.startswith("random-") else clip.load(args.clip)[0]
+    """The backbone (pretrained, or random for offline demos) plus MSTA adapters, on `device`."""
+    model = load_backbone(args.clip)
     torch.manual_seed(args.seed)  # adapter initialisation: the same on every rank and on resume
     try:
         return adapters.MSTA(model.to(device), num_frames=args.frames, rank=args.rank, blocks=tuple(args.blocks),
@@ -112,21 +121,22 @@ def build_model(args, device):
         raise UsageError(f"{e} (--clip {args.clip})") from None
 
 
-def class_tokens(classnames):
-    """The trainable branch's input: the template "a video of {class}." for each class -> (C, L)."""
-    return clip.tokenize([f"a video of {name}." for name in classnames])
+def class_tokens(classnames, context_length=77):
+    """The trainable branch's input: the template "a video of {class}." for each class -> (C, L), L the model's
+    context length (77 for CLIP, 32 for ViCLIP); a longer class name is cut, keeping the end token."""
+    return clip.tokenize([f"a video of {name}." for name in classnames], context_length, truncate=True)
 
 
 class FrozenCLIP(torch.nn.Module):
-    """Zero-shot CLIP baseline with MSTA's evaluation interface: frame-mean image feature, no adapters."""
+    """Zero-shot baseline with MSTA's evaluation interface, no adapters: the backbone's own video feature (CLIP:
+    the frame mean of its image features; ViCLIP: its joint class token)."""
 
     def __init__(self, model):
         super().__init__()
         self.clip = model.eval()
 
     def encode_video(self, videos):
-        B, T = videos.shape[:2]
-        return self.clip.encode_image(videos.flatten(0, 1)).view(B, T, -1).mean(1)  # (B*T, E) -> (B, E)
+        return self.clip.encode_video(videos)  # (B, T, 3, H, W) -> (B, E)
 
     def encode_text(self, tokens):
         return self.clip.encode_text(tokens)
@@ -167,7 +177,8 @@ def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, 
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     with autocast_for(device, precision):
-        text = model.encode_text(class_tokens(dataset.classnames).to(device))  # (C, E): once per label set
+        tokens = class_tokens(dataset.classnames, model.clip.context_length)
+        text = model.encode_text(tokens.to(device))  # (C, E): once per label set
     sampler = Shard(len(dataset), rank, world)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                          collate_fn=collate_readable)
@@ -248,7 +259,8 @@ def run_protocol(model, args, device, views=None, log=None, final=True):
     for row, name, protocol, split, subset in test_sets(args, views, final):
         dataset = data.build_dataset(reader(args, name), args.data_root, protocol, split, seed=args.seed,
                                      num_frames=args.frames, train=False, subset=subset, views=views,
-                                     resolution=model.clip.visual.input_resolution, **lists(args))
+                                     resolution=model.clip.visual.input_resolution, mean=model.clip.mean,
+                                     std=model.clip.std, **lists(args))
         result = evaluate(model, dataset, device, args.precision, getattr(args, "eval_batch_size", 8),
                           args.workers, log)
         rows.append(dict(row=row, dataset=name, split=split, subset=subset, classes=len(dataset.classnames),
@@ -317,7 +329,8 @@ def main(argv=None):
     p.add_argument("--checkpoint", nargs="*", default=[], help="run folder(s) or checkpoint.pt file(s); several "
                    "(e.g. three seeds) are averaged as the protocol prescribes")
     p.add_argument("--zero-shot-clip", action="store_true", help="evaluate frozen CLIP, no adapters (baseline)")
-    p.add_argument("--clip", default=None, help="with --zero-shot-clip: the CLIP model (default ViT-B/16)")
+    p.add_argument("--clip", default=None, help="with --zero-shot-clip: the backbone, CLIP or ViCLIP (default "
+                   "ViT-B/16; e.g. ViCLIP-B/16 or a checkpoint file)")
     for name in ("--dataset", "--data-root", "--protocol", "--precision"):
         p.add_argument(name, default=None, help="default: as in the checkpoint")
     for name in ("--split", "--shots", "--frames", "--clips", "--crops"):
@@ -334,8 +347,7 @@ def main(argv=None):
     if a.zero_shot_clip:
         args = argparse.Namespace(dataset=a.dataset or "ucf101", protocol=a.protocol or "full", split=1, seed=0,
                                   shots=None, epochs=0, frames=8, clip=a.clip or "ViT-B/16", data_root=None)
-        model = clip.build_random(args.clip) if args.clip.startswith("random-") else clip.load(args.clip)[0]
-        runs.append((args, FrozenCLIP(model.to(device))))
+        runs.append((args, FrozenCLIP(load_backbone(args.clip).to(device))))
     for path in a.checkpoint:
         ckpt = read_checkpoint(path)
         args = argparse.Namespace(**ckpt["args"])

@@ -65,8 +65,10 @@ def parse_args(argv=None):
     p.add_argument("--split", type=int, default=1, help="official split (1-3)")
     p.add_argument("--seed", type=int, default=0, help="few-shot / base2novel draw and training seed")
     # The model; None means the per-protocol value from PROTOCOLS.
-    p.add_argument("--clip", default="ViT-B/16", help="OpenAI model name, checkpoint path, or random-tiny")
-    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--clip", default="ViT-B/16", help="the frozen backbone: an OpenAI CLIP name, ViCLIP-B/16 (the "
+                   "paper's), a CLIP or ViCLIP checkpoint file, or random-tiny")
+    p.add_argument("--frames", type=int, default=8, help="frames per clip; ViCLIP was pretrained on 8, other counts "
+                   "resample its temporal position table (viclip.py)")
     p.add_argument("--temporal", default="attn", choices=("attn", "conv", "none"))
     p.add_argument("--rank", type=int, default=None, help="adapter bottleneck r")
     p.add_argument("--blocks", default=None, help="adapted blocks, 1-based inclusive, e.g. 8-12")
@@ -181,12 +183,13 @@ def lr_at(step, args, steps_per_epoch):
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * step / total))
 
 
-def training_set(args, resolution):
-    """The protocol's training videos. Flips for every dataset but SSv2, whose labels say left and right, also
-    when SSv2 comes as list files (data.py cannot tell from the lists)."""
+def training_set(args, resolution, mean=data.CLIP_MEAN, std=data.CLIP_STD):
+    """The protocol's training videos, at the model's resolution and pixel normalisation. Flips for every dataset
+    but SSv2, whose labels say left and right, also when SSv2 comes as list files (data.py cannot tell from the
+    lists)."""
     return data.build_dataset(evaluate.reader(args), args.data_root, args.protocol, args.split, shots=args.shots,
                               seed=args.seed, num_frames=args.frames, train=True, resolution=resolution,
-                              flip=args.dataset != "ssv2", **evaluate.lists(args))
+                              flip=args.dataset != "ssv2", mean=mean, std=std, **evaluate.lists(args))
 
 
 def load_descriptions(args, classnames):
@@ -280,7 +283,7 @@ def main(argv=None):
     data.class_names(evaluate.reader(args), args.data_root, **evaluate.lists(args))
     model = evaluate.build_model(args, device)
     resolution = model.clip.visual.input_resolution
-    train_set = training_set(args, resolution)
+    train_set = training_set(args, resolution, model.clip.mean, model.clip.std)
     classnames = train_set.classnames
     log(f"data: {len(train_set)} training videos, {len(classnames)} classes ({args.dataset}, {args.protocol}"
         f"{f', {args.shots} shots' if args.shots else ''}, split {args.split})")
@@ -298,11 +301,13 @@ def main(argv=None):
     counts = adapters.parameter_counts(model)
     log(f"MSTA r={args.rank} blocks {args.blocks[0]}-{args.blocks[1]} temporal={args.temporal}: "
         f"{adapters.format_counts(*counts)}")
-    tokens = evaluate.class_tokens(classnames).to(device)                                      # (C, L)
+    context = model.clip.context_length  # 77 for CLIP, 32 for ViCLIP: every text is tokenized at the model's own
+    tokens = evaluate.class_tokens(classnames, context).to(device)                             # (C, L)
     spatial, temporal = load_descriptions(args, classnames)
-    # truncate=True: ours fit the context (tested); one of the authors' published sentences does not.
-    spatial_feats = losses.description_features(model, [clip.tokenize(s, truncate=True) for s in spatial])
-    temporal_feats = losses.description_features(model, [clip.tokenize(t, truncate=True) for t in temporal])
+    # truncate=True: ours fit CLIP's 77 (tested) and all but one ViCLIP's 32 (README "Reproducing the paper");
+    # one of the authors' published sentences does not fit 77.
+    spatial_feats = losses.description_features(model, [clip.tokenize(s, context, truncate=True) for s in spatial])
+    temporal_feats = losses.description_features(model, [clip.tokenize(t, context, truncate=True) for t in temporal])
     step_fn = TrainStep(model)
     if distributed:
         step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=[device] if device.type == "cuda"

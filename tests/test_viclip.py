@@ -245,3 +245,31 @@ def test_optimizer_step_leaves_viclip_bit_identical(files):
     opt.step()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not model.training and all(not p.requires_grad for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------- train.py / evaluate.py
+def test_train_and_evaluate_end_to_end_on_viclip(files, tmp_path, monkeypatch):
+    """A miniature UCF101 (3 classes) with the tiny ViCLIP .pth: few-shot training, evaluate.py on the checkpoint,
+    and the zero-shot baseline; texts at ViCLIP's 32 tokens, pixels with ViCLIP's mean/std."""
+    import evaluate
+    import train
+    from video_fixtures import ucf101_tree, write_video
+    src = write_video(str(tmp_path / "src.avi"), codec="mpeg4", n=24, w=64, h=48)
+    root = str(tmp_path / "ucf101")
+    ucf101_tree(root, src)
+    seen = []
+    build = evaluate.data.build_dataset
+    monkeypatch.setattr(evaluate.data, "build_dataset", lambda *a, **k: seen.append(k["mean"]) or build(*a, **k))
+    out = tmp_path / "run"
+    results = train.main(["--dataset", "ucf101", "--data-root", root, "--shots", "2", "--clip", str(files["pth"]),
+                          "--blocks", "1-2", "--rank", "8", "--temporal", "conv", "--batch-size", "2", "--workers",
+                          "0", "--epochs", "1", "--clips", "1", "--crops", "1", "--output", str(out)])
+    assert results["rows"][0]["videos"] == 12 and seen and all(m == viclip.MEAN for m in seen)
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert saved["args"]["frames"] == 8 and all(k.startswith("adapters.") for k in saved["adapters"])
+    evaluate.main(["--checkpoint", str(out), "--workers", "0", "--clips", "1", "--crops", "1",
+                   "--output", str(tmp_path / "eval")])
+    assert (tmp_path / "eval" / "results.json").exists()
+    evaluate.main(["--zero-shot-clip", "--clip", str(files["safetensors"]), "--dataset", "ucf101", "--data-root",
+                   root, "--workers", "0", "--clips", "1", "--crops", "1", "--output", str(tmp_path / "zs")])
+    assert (tmp_path / "zs" / "results.json").exists()
