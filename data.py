@@ -5,9 +5,9 @@ and a synthetic motion dataset that needs no download.
                   views=(1, 1), mean=CLIP_MEAN, std=CLIP_STD, **lists) -> Dataset of (video, label)
 
 video is float (T, 3, H, W) normalised with the model's mean/std (default CLIP's), or (V, T, 3, H, W) for a
-multi-view test (V = temporal clips x spatial crops, clip-major); label is an int. Every dataset has .classnames (the class-name
-text prompts and descriptions are keyed by) and .skipped (videos it could not serve). Decoding, frame sampling
-and the clip transforms are in video.py.
+multi-view test (V = temporal clips x spatial crops, clip-major); label is an int. Every dataset has .classnames
+(the class-name text prompts and descriptions are keyed by) and .skipped (videos it could not serve). Decoding,
+frame sampling and the clip transforms are in video.py.
 
 Protocols, as ViFi-CLIP (Rasheed et al., CVPR 2023) publishes them and MSTA's paper evaluates them:
   few-shot    K shots per class drawn with `seed` from the training list of official split `split` (1 in the
