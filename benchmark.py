@@ -10,6 +10,8 @@ speed and memory do not depend on the values) and measures, on one device in one
                 plain ViT-B/16 forward+backward, the reference for what FLOP/s this device reaches on this model
      stream     the few-shot step under bf16 autocast on any device, with the residual stream in fp32 (clip.py's)
                 and in bf16 (as before): what keeping lambda*A from being rounded away costs in time and memory
+     ViCLIP    the few-shot MSTA step on a ViCLIP-B/16-shaped random model (viclip.py): one joint sequence of
+                1 + 196 x 8 = 1,569 tokens per video instead of 8 per-frame sequences of 197, the paper's backbone
   4. ablation   the MSTA few-shot step with its four efficiency measures off, all together and one at a time
   5. inference  clips/s with the class text features cached, single view and UCF101's 5 x 3 views
   6. data       data.read_frames on the 8 test-sampled frames of a 10-s 340x256 30-fps video (written here with
@@ -51,6 +53,7 @@ import torch
 import adapters
 import clip
 import losses
+import viclip
 from flops import mm, step_flops  # analytic counts, flops.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -64,9 +67,10 @@ MEASURES = {
 # Model sizes: the real one, and random-tiny for --quick (its 4 blocks stand in for ViT-B/16's 12).
 SIZES = {
     "ViT-B/16": dict(clip="random-ViT-B/16", few_shot=(128, (8, 12)), largest=(256, (1, 12)),
-                     video=(10, 340, 256), resolution=224),  # seconds, width, height of the data part's video
+                     video=(10, 340, 256), resolution=224,  # seconds, width, height of the data part's video
+                     viclip="random-ViCLIP-B/16"),
     "tiny": dict(clip="random-tiny", few_shot=(16, (3, 4)), largest=(32, (1, 4)), video=(2, 68, 52),
-                 resolution=32),
+                 resolution=32, viclip="random-ViCLIP-tiny"),
 }
 VIEWS = (5, 3)  # UCF101's test views, clips x crops (evaluate.VIEWS): 15 views per video
 DESCRIPTIONS = 2  # of each kind (spatial, temporal) per class, train.py's --num-descriptions default
@@ -273,16 +277,18 @@ def setup(args):
     return device, precision, autocast, batch, SIZES["tiny" if args.quick else "ViT-B/16"]
 
 
-def ucf101_text():
+def ucf101_text(context_length=77):
     """UCF101's class prompts (C, L) and its first 2 spatial and 2 temporal descriptions per class, (C*K, L)
-    each, all tokenised to 77 positions. Class names are the keys of descriptions/ucf101.json, in its order."""
+    each, all tokenised to the model's context length (CLIP 77, ViCLIP 32), as train.py does. Class names are
+    the keys of descriptions/ucf101.json, in its order."""
     with open(os.path.join(HERE, "descriptions", "ucf101.json")) as f:
         table = json.load(f)
     names = list(table)
-    prompts = clip.tokenize([f"a video of {name}." for name in names])  # train.class_tokens' template
+    prompts = clip.tokenize([f"a video of {name}." for name in names], context_length)  # train.class_tokens'
     spatial, temporal = ([s for name in names for s in table[name][kind][:DESCRIPTIONS]]
                          for kind in ("spatial", "temporal"))
-    return prompts, clip.tokenize(spatial, truncate=True), clip.tokenize(temporal, truncate=True)
+    return (prompts, clip.tokenize(spatial, context_length, truncate=True),
+            clip.tokenize(temporal, context_length, truncate=True))
 
 
 def per_class(tokens, C):
@@ -325,10 +331,11 @@ def build_train_step(name, args):
     if name.startswith("stream-"):  # the residual stream's cost: both rows under bf16 autocast, whatever the device
         precision, autocast = "bf16", torch.autocast(device.type, dtype=torch.bfloat16)
     torch.manual_seed(0)
-    model = clip.build_random(size["clip"]).to(device)
+    backbone = size["viclip"] if name == "msta-viclip" else size["clip"]
+    model = (viclip if name == "msta-viclip" else clip).build_random(backbone).to(device)
     if name == "stream-bf16":
         bf16_stream(model)
-    prompts, spatial, temporal = (x.to(device) for x in ucf101_text())
+    prompts, spatial, temporal = (x.to(device) for x in ucf101_text(model.context_length))
     C = len(prompts)
     if kind == "msta":
         net = AblationMSTA(model, off=off, num_frames=T, rank=rank, blocks=blocks)
@@ -341,7 +348,7 @@ def build_train_step(name, args):
     labels = torch.randint(0, C, (B,), device=device)
     if kind != "vit":
         spatial_feats, temporal_feats = cached_description_features(net, spatial, temporal, C, args.cache_dir,
-                                                                    size["clip"])
+                                                                    backbone)
     params = [p for p in net.parameters() if p.requires_grad]
     # train.py's optimiser; its state is created by the first (warm-up) step.
     optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=1e-3)
@@ -532,6 +539,7 @@ WORKERS = {  # name -> (function, row label); the order is the order they run an
     "vit": (train_worker, "plain {model} fwd+bwd (reference)"),
     "stream-fp32": (train_worker, "MSTA few-shot bf16, fp32 stream (ours)"),
     "stream-bf16": (train_worker, "MSTA few-shot bf16, bf16 stream (before)"),
+    "msta-viclip": (train_worker, "MSTA few-shot on {viclip} (joint)"),
     "off-all": (train_worker, "MSTA few-shot, all 4 measures off"),
     **{f"off-{m}": (train_worker, f"  off: {text}") for m, text in MEASURES.items()},
     "infer": (infer_worker, "inference"),
@@ -774,7 +782,8 @@ def benchmark(args):
             row = run_worker(name, args, cache_dir)
             if fn is train_worker:
                 r, b = size["largest"] if name == "msta-largest" else size["few_shot"]
-                row["label"] = label.format(r=r, b=f"{b[0]}-{b[1]}", model=model_name)
+                row["label"] = label.format(r=r, b=f"{b[0]}-{b[1]}", model=model_name,
+                                            viclip=size["viclip"].replace("random-", ""))
                 if "flops_per_s" in row:
                     row["utilisation"] = row["flops_per_s"] / results["ceiling"].get(
                         row.get("precision"), results["ceiling"]["fp32"])["flops_per_s"]  # the row's own dtype

@@ -9,6 +9,9 @@ costs 2x its forward; a frozen block the gradient passes through costs 1x for it
 two attention products (both of whose operands need gradients); a block whose input needs no gradient and whose
 weights are frozen (the no-grad prefix, and the first adapted block's frozen path) costs nothing.
 
+A joint backbone (ViCLIP, visual.token_layout "joint") runs B sequences of M = 1 + grid^2 * T tokens instead of
+B*T sequences of N, and projects one class token per video; its temporal modules see the B*grid^2 patch positions.
+
 Shape legend: B videos, T frames, N tokens per frame (1 + grid^2), D width, C classes, E embedding,
 L text length, r adapter rank.
 """
@@ -35,10 +38,11 @@ def adapter_flops(msta, tokens, width, input_grad, seqs=None, T=None):
     down-projection's input gradient where the block's input needs none (the first adapted block)."""
     r = msta.rank
     forward = mm(tokens, width, r) + mm(tokens, r, r) + mm(tokens, r, width)
+    timed = seqs * T if seqs is not None else 0  # tokens the temporal module sees (joint: no class token)
     if seqs is not None and msta.temporal == "attn":  # q, k r -> r/4, value r -> r/4 -> r, q k^T, weights @ values
-        forward += 3 * mm(tokens, r, r // 4) + mm(tokens, r // 4, r) + seqs * (mm(T, r // 4, T) + mm(T, T, r))
+        forward += 3 * mm(timed, r, r // 4) + mm(timed, r // 4, r) + seqs * (mm(T, r // 4, T) + mm(T, T, r))
     elif seqs is not None and msta.temporal == "conv":  # groups = r: each of the D outputs sees 1 channel x 3 taps
-        forward += 2 * tokens * width * 3
+        forward += 2 * timed * width * 3
     return forward, 2 * forward - (0 if input_grad else mm(tokens, width, r))
 
 
@@ -49,6 +53,9 @@ def step_flops(kind, model, B, T, prompts=None, msta=None, off=(), descriptions=
     v, t = model.visual, model.transformer
     grid, P, D, E = v.input_resolution // v.patch_size, v.patch_size, v.width, v.output_dim
     frames, N = B * T, grid * grid + 1
+    joint = getattr(v, "token_layout", "frames") == "joint"
+    # Sequences and their length in the vision tower; the temporal modules' sequences (token positions).
+    seqs, n, positions = (B, 1 + grid * grid * T, B * grid * grid) if joint else (frames, N, B * N)
     trains = kind in ("full", "vit")  # all weights train
     fwd = mm(frames * grid * grid, 3 * P * P, D)  # the patch embedding, a stride-P conv = one matmul per patch
     bwd = fwd if trains else 0  # its weight gradient only: the pixels need none
@@ -56,15 +63,16 @@ def step_flops(kind, model, B, T, prompts=None, msta=None, off=(), descriptions=
     # above the first adapted block, or everywhere when autograd runs through the prefix ("prefix" off).
     for j in range(v.layers):
         input_grad = trains or (kind == "msta" and (j > msta.start or "prefix" in off))
-        f, b = block_flops(frames, N, D, trains, input_grad)
+        f, b = block_flops(seqs, n, D, trains, input_grad)
         fwd, bwd = fwd + f, bwd + (b if kind != "infer" else 0)
         if msta is not None and kind == "msta" and msta.start <= j < msta.stop:
-            f, b = adapter_flops(msta, frames * N, D, input_grad, seqs=B * N, T=T)
+            f, b = adapter_flops(msta, seqs * n, D, input_grad, seqs=positions, T=T)
             fwd, bwd = fwd + f, bwd + b
         elif msta is not None and kind == "infer" and msta.start <= j < msta.stop:
-            fwd += adapter_flops(msta, frames * N, D, False, seqs=B * N, T=T)[0]
-    fwd += mm(frames, D, E)  # ln_post(class token) @ proj
-    bwd += mm(frames, D, E) * (2 if trains else 1 if kind == "msta" else 0)
+            fwd += adapter_flops(msta, seqs * n, D, False, seqs=positions, T=T)[0]
+    heads = B if joint else frames  # class tokens projected: one per video (joint) or per frame
+    fwd += mm(heads, D, E)  # ln_post(class token) @ proj
+    bwd += mm(heads, D, E) * (2 if trains else 1 if kind == "msta" else 0)
     if kind in ("vit", "infer"):
         return fwd, bwd
     # Text tower on the class prompts; full fine-tuning and MSTA trim them to L' (clip.CLIP.embed_text).

@@ -273,3 +273,23 @@ def test_train_and_evaluate_end_to_end_on_viclip(files, tmp_path, monkeypatch):
     evaluate.main(["--zero-shot-clip", "--clip", str(files["safetensors"]), "--dataset", "ucf101", "--data-root",
                    root, "--workers", "0", "--clips", "1", "--crops", "1", "--output", str(tmp_path / "zs")])
     assert (tmp_path / "zs" / "results.json").exists()
+
+
+def test_benchmark_viclip_row_flops_equal_torch_counter(tmp_path, monkeypatch):
+    """benchmark.py's ViCLIP row (joint attention over 1 + P*T tokens): its analytic FLOPs are what runs."""
+    import benchmark
+    from test_benchmark import math_attention
+    from torch.utils.flop_counter import FlopCounterMode
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", math_attention)
+    try:
+        step, facts, _ = benchmark.build_train_step("msta-viclip", benchmark.parse_args(
+            ["--quick", "--cache-dir", str(tmp_path)]))
+        step()
+        with FlopCounterMode(display=False) as counter:
+            step()
+    finally:
+        torch.set_num_threads(threads)
+    logits = 3 * benchmark.mm(facts["batch"], 64, facts["classes"])  # left out of the count, as for CLIP's rows
+    assert abs(counter.get_total_flops() - facts["flops"] - logits) <= 1e-6 * facts["flops"]
+    assert facts["trainable_params"] > 0 and facts["frames"] == 8
