@@ -9,7 +9,7 @@ EXPECTED = [
     ("adapters.py", "z = scaled_residual(block(z, mask), block.ln_1(z)"),
     ("adapters.py", "class LayerAdapter("),
     ("adapters.py", "def text(self, u):"),
-    ("adapters.py", "def vision(self, u, T):"),
+    ("adapters.py", "def vision(self, u, T, layout"),
     ("adapters.py", "class TemporalAttention("),
     ("adapters.py", "class TemporalConv("),
     ("adapters.py", "def scaled_residual("),
