@@ -1,7 +1,7 @@
 """ViCLIP written from scratch on clip.py's blocks: loads InternVid's released weights unchanged.
 
 Wang et al. 2023, "InternVid: A Large-scale Video-Text Dataset for Multimodal Understanding and Generation",
-sec. 4.1 (ViCLIP): CLIP's ViT, but one transformer attends jointly over the tokens of all T frames, and the video
+sec. 4 (ViCLIP): CLIP's ViT, but one transformer attends jointly over the tokens of all T frames, and the video
 feature is its class token (no frame mean); CLIP's causal text transformer with a 32-token context. It is the
 backbone of every number in the MSTA paper (Chen et al., CVPR 2025, sec. 4.1).
 
