@@ -83,13 +83,12 @@ class VideoTransformer(nn.Module):
     def embed(self, videos):
         """Videos (B, T, 3, H, W) -> tokens (B, M, D): class token first, then position-major patches; ln_pre."""
         B, T = videos.shape[:2]
-        x = self.conv1(videos.transpose(1, 2).to(self.conv1.weight.dtype))  # (B, 3, T, H, W) -> (B, D, T, g, g)
-        # The residual stream stays in the weights' dtype (fp32) under autocast too, as in clip.py's encoders: a
-        # bf16 stream would round away most of an adapter's small lambda*A.
-        x = x.to(self.positional_embedding.dtype).flatten(3).permute(0, 3, 2, 1)  # -> (B, D, T, P) -> (B, P, T, D)
-        pos = self.positional_embedding
-        x = x + pos[1:, None] + self.temporal_table(T)  # + (P, 1, D) + (T, D): space, then time
-        cls = (self.class_embedding + pos[0]).expand(B, 1, -1)  # (D,) -> (B, 1, D): no time term
+        dtype = self.conv1.weight.dtype  # the residual stream's, fp32 under autocast too (see clip.py's embed)
+        x = self.conv1(videos.transpose(1, 2).to(dtype))  # (B, 3, T, H, W) -> (B, D, T, g, g)
+        x = x.to(dtype).flatten(3).permute(0, 3, 2, 1)  # (B, D, T, g, g) -> (B, D, T, P) -> (B, P, T, D)
+        pos = self.positional_embedding.to(dtype)
+        x = x + pos[1:, None] + self.temporal_table(T).to(dtype)  # + (P, 1, D) + (T, D): space, then time
+        cls = (self.class_embedding.to(dtype) + pos[0]).expand(B, 1, -1)  # (D,) -> (B, 1, D): no time term
         x = torch.cat([cls, x.flatten(1, 2)], dim=1)  # (B, P, T, D) -> (B, P*T, D) -> (B, M, D)
         return self.ln_pre(x)
 
