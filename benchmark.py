@@ -10,7 +10,7 @@ speed and memory do not depend on the values) and measures, on one device in one
                 plain ViT-B/16 forward+backward, the reference for what FLOP/s this device reaches on this model
      stream     the few-shot step under bf16 autocast on any device, with the residual stream in fp32 (clip.py's)
                 and in bf16 (as before): what keeping lambda*A from being rounded away costs in time and memory
-     ViCLIP    the few-shot MSTA step on a ViCLIP-B/16-shaped random model (viclip.py): one joint sequence of
+     ViCLIP     the few-shot MSTA step on a ViCLIP-B/16-shaped random model (viclip.py): one joint sequence of
                 1 + 196 x 8 = 1,569 tokens per video instead of 8 per-frame sequences of 197, the paper's backbone
   4. ablation   the MSTA few-shot step with its four efficiency measures off, all together and one at a time
   5. inference  clips/s with the class text features cached, single view and UCF101's 5 x 3 views
