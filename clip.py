@@ -328,8 +328,10 @@ def _download(url, root, sha256="url", filename=None):
         with open(record, "w") as f:  # a file the user put there by hand (the offline route below): trusted as is
             f.write(_sha256(target))
     if os.path.isfile(target):
-        known = expected or open(record).read().strip()
-        if _sha256(target) == known:
+        if expected is None:
+            with open(record) as f:
+                known = f.read().strip()
+        if _sha256(target) == (expected or known):
             return target  # e.g. a file OpenAI's own package already downloaded into ~/.cache/clip
         warnings.warn(f"{target} does not match its SHA-256 (corrupt or partial); downloading it again")
     partial, h, done = target + ".part", hashlib.sha256(), 0
