@@ -177,7 +177,8 @@ def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, 
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     with autocast_for(device, precision):
-        tokens = class_tokens(dataset.classnames, model.clip.context_length)
+        # At the backbone's context length (77 when it does not say, e.g. a test's stand-in backbone).
+        tokens = class_tokens(dataset.classnames, getattr(model.clip, "context_length", 77))
         text = model.encode_text(tokens.to(device))  # (C, E): once per label set
     sampler = Shard(len(dataset), rank, world)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
@@ -259,8 +260,9 @@ def run_protocol(model, args, device, views=None, log=None, final=True):
     for row, name, protocol, split, subset in test_sets(args, views, final):
         dataset = data.build_dataset(reader(args, name), args.data_root, protocol, split, seed=args.seed,
                                      num_frames=args.frames, train=False, subset=subset, views=views,
-                                     resolution=model.clip.visual.input_resolution, mean=model.clip.mean,
-                                     std=model.clip.std, **lists(args))
+                                     resolution=model.clip.visual.input_resolution,
+                                     mean=getattr(model.clip, "mean", data.CLIP_MEAN),  # CLIP's unless it says
+                                     std=getattr(model.clip, "std", data.CLIP_STD), **lists(args))
         result = evaluate(model, dataset, device, args.precision, getattr(args, "eval_batch_size", 8),
                           args.workers, log)
         rows.append(dict(row=row, dataset=name, split=split, subset=subset, classes=len(dataset.classnames),
