@@ -118,6 +118,8 @@ def choose_threads(workers, requested=None):
     if requested is not None:
         torch.set_num_threads(requested)
         return requested
+    if os.environ.get("OMP_NUM_THREADS"):  # the user (or a job scheduler) already chose: keep torch's reading
+        return torch.get_num_threads()
     cores = max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     reserved = workers if torch.cuda.is_available() else min(workers, cores // 2)
     threads = max(1, cores - reserved)
