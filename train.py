@@ -360,9 +360,9 @@ def descriptions_or_none(args, classnames, log):
     return load_descriptions(args, classnames)
 
 
-def resume_hint(args, epoch):
+def resume_hint(args, argv, epoch):
     """What Ctrl-C prints: the one command that continues this run (or restarts it, before its first epoch)."""
-    argv = [a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")]
+    argv = [a for a in argv if a not in ("--overwrite", "--resume")]
     if "--output" not in argv and not any(a.startswith("--output=") for a in argv):
         argv += ["--output", args.output]
     command = "python train.py " + " ".join(shlex.quote(a) for a in argv)
@@ -374,6 +374,7 @@ def resume_hint(args, epoch):
 
 def main(argv=None):
     global _INTERRUPTED
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     # ---- setup: processes, device, checks (nothing is written before the arguments and the data pass) ---------
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -395,7 +396,7 @@ def main(argv=None):
         dist.barrier()  # every rank has checked the folder before rank 0 writes into it
     threads = evaluate.choose_threads(args.workers, args.threads)
     log = evaluate.Logger(quiet=rank != 0)  # holds its lines until the run folder is made
-    log(f"train.py {' '.join(sys.argv[1:])}", screen=False)
+    log(f"train.py {shlex.join(argv)}", screen=False)
     log(json.dumps({k: v for k, v in vars(args).items() if k != "classnames"}), screen=False)  # every argument
     log(f"run folder: {args.output}  ({device.type}, {threads} torch thread(s), {args.workers} loader worker(s))")
 
@@ -416,7 +417,7 @@ def main(argv=None):
             evaluate.clear_output(args.output)
         os.makedirs(args.output, exist_ok=True)
         log.open(os.path.join(args.output, "log.txt"), append=args.resume)
-    _INTERRUPTED = resume_hint(args, 0)
+    _INTERRUPTED = resume_hint(args, argv, 0)
     items = SeededItems(train_set, args.seed)
     sampler = GlobalBatches(len(train_set), args.batch_size, args.seed, rank, world)
     loader = torch.utils.data.DataLoader(items, batch_sampler=sampler, num_workers=args.workers,
@@ -454,7 +455,7 @@ def main(argv=None):
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, step, history = ckpt["epoch"], ckpt["scheduler"]["step"], ckpt["history"]
         log(f"resumed from {ckpt_path} at epoch {start_epoch}")
-        _INTERRUPTED = resume_hint(args, start_epoch)
+        _INTERRUPTED = resume_hint(args, argv, start_epoch)
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     steps_per_epoch = len(sampler)
@@ -508,8 +509,8 @@ def main(argv=None):
             save_checkpoint(ckpt_path, dict(adapters=model.trainable_state_dict(), optimizer=optimizer.state_dict(),
                                             scaler=scaler.state_dict(), scheduler=dict(step=step),
                                             epoch=epoch + 1, history=history, args=vars(args)))
+            _INTERRUPTED = resume_hint(args, argv, epoch + 1)
             curves.write_history(args.output, history)
-            _INTERRUPTED = resume_hint(args, epoch + 1)
 
     # ---- the end: the protocol's test with its published views, on the LAST epoch's weights -------------------
     results = evaluate.run_protocol(model, args, device, views=None, log=log, final=True)
