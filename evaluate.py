@@ -324,7 +324,7 @@ def run_protocol(model, args, device, views=None, log=None, final=True):
                           args.workers, log)
         rows.append(dict(row=row, dataset=name, split=split, subset=subset, classes=len(dataset.classnames),
                          **result))
-        if log:
+        if log and final:  # the quick checks during training are reported in the epoch's line
             log(f"test {name} {row}: top1 {result['top1']:.2f} top5 {result['top5']:.2f} "
                 f"({result['videos']} videos x {views[0] * views[1]} views, {result['skipped']} unreadable)")
     return dict(rows=rows, summary=summarize(args.protocol, rows), views=f"{views[0]}x{views[1]}")
