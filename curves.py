@@ -32,6 +32,7 @@ def plot(folder, history, final=None, title=""):
         import matplotlib
         matplotlib.use("Agg")  # files only, no window: works on servers without a display
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return None
     epochs = [r["epoch"] for r in history]
@@ -49,6 +50,7 @@ def plot(folder, history, final=None, title=""):
     ax_acc.legend(fontsize=8, loc="lower right")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole numbers
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = os.path.join(folder, "curves.png")

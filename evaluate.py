@@ -1,7 +1,8 @@
 """Evaluate trained MSTA adapters the way each protocol publishes its numbers.
 
 `python evaluate.py --checkpoint runs/RUN [more runs] [--dataset ... --protocol ...]` rebuilds CLIP plus the
-adapters from a checkpoint and the arguments saved in it. Follows the evaluation of "Efficient Transfer Learning
+adapters from a checkpoint and the arguments saved in it; `--checkpoint RUN --video PATH ...` prints the top-5
+classes of your own videos instead. Follows the evaluation of "Efficient Transfer Learning
 for Video-language Foundation Models" (CVPR 2025), Sec. 4.1, and the protocols it shares with ViFi-CLIP:
   - multi-view test: the softmax of each view's logits is summed over views; views per dataset in VIEWS;
   - few-shot / full: top-1 and top-5 on the test split (several checkpoints, e.g. seeds, are averaged);

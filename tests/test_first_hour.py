@@ -325,3 +325,20 @@ def test_no_issue_numbers_in_user_facing_text(capsys):
         benchmark.main(["--help"])
     assert not re.search(r"issue \d", capsys.readouterr().out, re.I)
     assert not re.search(r"issue \d", open(os.path.join(ROOT, "benchmark.py")).read(), re.I)  # its printed text
+
+
+def test_folder_dataset_with_descriptions_uses_l_cc(tree, tmp_path):
+    names = ["Playing Cello", "Surfing", "Yo Yo", "jump", "tai chi", "walking dog"]
+    table = {n: {"spatial": [f"a frame of {n}.", f"{n}, seen once."],
+                 "temporal": [f"{n} starts, goes on, and ends.", f"first {n}, then more {n}."]} for n in names}
+    (tmp_path / "mine.json").write_text(json.dumps(table))
+    out = tmp_path / "run"
+    train.main(folder_args(tree, out, "--epochs", "1", "--eval-every", "0", "--descriptions",
+                           str(tmp_path / "mine.json"))[1:])
+    assert "L_CC is off" not in (out / "log.txt").read_text()
+    assert json.loads((out / "results.json").read_text())["args"]["alpha"] == 1.0
+    with pytest.raises(train.losses.DescriptionError):  # a file that misses a class is an error, not silence
+        table.pop("jump")
+        (tmp_path / "mine.json").write_text(json.dumps(table))
+        train.main(folder_args(tree, tmp_path / "other", "--descriptions", str(tmp_path / "mine.json"))[1:])
+    assert not (tmp_path / "other").exists()
