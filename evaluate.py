@@ -141,10 +141,18 @@ def check_output(folder, resume=False, overwrite=False, files=RUN_FILES):
 
 
 def clear_output(folder, files=RUN_FILES):
-    """--overwrite: remove the old run's files (only those), so that nothing stale is mixed with the new run."""
+    """--overwrite: remove the old run's files (only those, and its eval-*/results.{json,md}), so that nothing
+    stale is mixed with the new run. Anything else in the folder stays."""
+    if not os.path.isdir(folder):
+        return
     for f in files:
         if os.path.isfile(os.path.join(folder, f)):
             os.remove(os.path.join(folder, f))
+    for d in os.listdir(folder):
+        if d.startswith("eval-") and os.path.isdir(os.path.join(folder, d)):
+            clear_output(os.path.join(folder, d), ("results.json", "results.md"))
+            if not os.listdir(os.path.join(folder, d)):
+                os.rmdir(os.path.join(folder, d))
 
 
 def hms(seconds):

@@ -59,7 +59,7 @@ NAME_EXTRAS = (("frames", "f"), ("epochs", "ep"), ("warmup_epochs", "warm"), ("b
 
 
 UsageError = evaluate.UsageError  # a problem the user can fix from the command line: one line, exit status 2
-_INTERRUPTED = "interrupted before anything was written"  # what Ctrl-C says; train() updates it as the run goes
+_INTERRUPTED = "interrupted before anything was written"  # what Ctrl-C says; main() updates it as the run goes
 
 
 def per_protocol(key):
@@ -211,6 +211,10 @@ def resolve(args):
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads}: must be at least 1")
+    if args.clips is not None and args.clips < 1:
+        raise UsageError(f"--clips {args.clips}: must be at least 1")
+    if args.crops is not None and args.crops not in (1, 3):
+        raise UsageError(f"--crops {args.crops}: the test takes 1 (centre) or 3 (left, centre, right) crops")
     if args.workers < 0:
         raise UsageError(f"--workers {args.workers}: must be 0 (load in this process) or more")
     if args.resume and args.overwrite:

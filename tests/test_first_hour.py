@@ -162,11 +162,15 @@ def test_overwrite_replaces_the_old_run(trained, tree, tmp_path, capsys):
     for name in os.listdir(out):
         if os.path.isfile(out / name):
             (copy / name).write_bytes((out / name).read_bytes())
+    (copy / "eval-folder-full").mkdir()
+    (copy / "eval-folder-full" / "results.json").write_text("{}")  # the old run's evaluation goes with it
+    (copy / "notes.txt").write_text("mine")  # a file the user put there stays
     result = call(train, folder_args(tree, copy, "--epochs", "1", "--eval-every", "0", "--overwrite")[1:], capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     saved = json.loads((copy / "results.json").read_text())
     assert saved["epochs"] == 1 and len(saved["history"]) == 1
     assert (copy / "log.txt").read_text().count("train.py ") == 1  # the old log is gone, not appended to
+    assert not (copy / "eval-folder-full").exists() and (copy / "notes.txt").read_text() == "mine"
 
 
 def test_evaluate_never_writes_over_results(trained, tmp_path, capsys):
