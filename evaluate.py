@@ -131,6 +131,8 @@ def choose_threads(workers, requested=None):
 def check_output(folder, resume=False, overwrite=False, files=RUN_FILES):
     """Refuse (one line) to write into a folder that already holds a run's files, unless --resume continues
     it or --overwrite replaces it. Reads only: call it before anything is written."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"{folder} is a file, not a folder: choose another --output")
     if resume or overwrite or not os.path.isdir(folder):
         return
     found = [f for f in files if os.path.exists(os.path.join(folder, f))]
@@ -533,6 +535,9 @@ def main(argv=None):
     for path in a.checkpoint:
         ckpt = read_checkpoint(path)
         plans.append((run_args(a, ckpt["args"], device), ckpt))
+    if a.video is None:
+        for args, _ in plans:  # each test set's layout, before any model is loaded (or downloaded)
+            data.class_names(reader(args), args.data_root, **lists(args))
     args = plans[0][0]
     threads = choose_threads(a.workers, a.threads)
     log = Logger()

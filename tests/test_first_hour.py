@@ -204,6 +204,7 @@ BAD_EVALUATE = {  # name: evaluate.py arguments after the run folder (RUN) and a
     "missing-data-root": ["--checkpoint", "RUN", "--dataset", "hmdb51", "--data-root", "TMP/absent"],
     "video-with-two-runs": ["--checkpoint", "RUN", "RUN", "--video", "TMP/a.mp4"],
     "video-missing": ["--checkpoint", "RUN", "--video", "TMP/absent.mp4"],
+    "output-is-a-file": ["--checkpoint", "RUN", "--output", "TMP/a.mp4"],
 }
 
 
