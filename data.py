@@ -62,8 +62,8 @@ LAYOUTS = {  # what a root must hold, and where it is downloaded from
                  "<root>/annotations/", "https://github.com/cvdfoundation/kinetics-dataset"),
     "ssv2": ("<root>/20bn-something-something-v2/<id>.webm and <root>/labels/{labels,train,validation}.json",
              "https://developer.qualcomm.com/software/ai-datasets/something-something"),
-    "folder": ("<root>/train/<class>/<video> and <root>/test/<class>/<video> (one folder per class, named by "
-               "the class; any video file or frame folder inside)", "your own videos"),
+    "folder": ("<root>/train/<class>/<video> and <root>/test/<class>/<video> (or val/; one folder per class, "
+               "named by the class; any video file or frame folder inside)", "your own videos"),
     "list": ("list files of '<path relative to root> <label index>' lines (train_list=, test_list=) and an 'id,name' "
              "label CSV (labels_csv=)", "the published split files, e.g. ViFi-CLIP's"),
 }
@@ -316,6 +316,8 @@ def _folder(root, part):
     if not classes:
         _fail("folder", root, "no class folders in train/")
     where = os.path.join(root, part)
+    if part == "test" and not os.path.isdir(where) and os.path.isdir(os.path.join(root, "val")):
+        part, where = "val", os.path.join(root, "val")  # Kinetics-style trees call it val/
     if not os.path.isdir(where):
         _fail("folder", root, f"no {part}/ folder")
     unknown = sorted(set(d for d in os.listdir(where) if os.path.isdir(os.path.join(where, d))) - set(classes))

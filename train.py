@@ -412,6 +412,11 @@ def main(argv=None):
     classnames = args.classnames = list(train_set.classnames)  # saved with the run: evaluate.py --video uses them
     log(f"data: {len(train_set)} training videos, {len(classnames)} classes ({args.dataset}, {args.protocol}"
         f"{f', {args.shots} shots' if args.shots else ''}, split {args.split})")
+    if len(train_set) < args.batch_size and "batch_size" not in args.explicit and len(train_set) >= world:
+        # A small tree of your own: the default batch would not fit even once, so take every video each step.
+        log(f"batch size: {len(train_set) // world * world}, all the training videos (the default, "
+            f"{args.batch_size}, is more than there are)")
+        args.batch_size = len(train_set) // world * world
     if len(train_set) < args.batch_size:
         raise UsageError(f"--batch-size {args.batch_size} is larger than the {len(train_set)} training videos")
     descriptions = descriptions_or_none(args, classnames, log)

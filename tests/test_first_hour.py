@@ -347,3 +347,18 @@ def test_folder_dataset_with_descriptions_uses_l_cc(tree, tmp_path):
         (tmp_path / "mine.json").write_text(json.dumps(table))
         train.main(folder_args(tree, tmp_path / "other", "--descriptions", str(tmp_path / "mine.json"))[1:])
     assert not (tmp_path / "other").exists()
+
+
+def test_a_small_tree_with_val_and_the_default_batch(tree, tmp_path):
+    """Kinetics-style val/ instead of test/, and fewer videos than the default batch of 32: the batch becomes
+    all the training videos, and the log says so."""
+    for c, name in enumerate(("archery", "bowling")):
+        for part in ("train", "val"):
+            write_video(str(tmp_path / "tiny" / part / name / "a.mp4"), n=8, w=32, h=32, seed=c)
+        write_video(str(tmp_path / "tiny" / "train" / name / "b.mp4"), n=8, w=32, h=32, seed=5 + c)
+    out = tmp_path / "run"
+    result = train.main(["--dataset", "folder", "--data-root", str(tmp_path / "tiny"), "--clip", tree[1],
+                         "--frames", "2", "--rank", "4", "--blocks", "2-2", "--epochs", "1", "--workers", "0",
+                         "--output", str(out)])
+    assert result["rows"][0]["videos"] == 2 and result["rows"][0]["classes"] == 2
+    assert "batch size: 4, all the training videos" in (out / "log.txt").read_text()
