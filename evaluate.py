@@ -467,7 +467,7 @@ def run_args(a, ckpt_args, device):
     if (args.dataset != trained_on and a.data_root is None) or not getattr(args, "data_root", None):
         args.data_root = os.path.join("data", args.dataset)  # another dataset than trained on: its default
     if args.dataset != trained_on:  # another dataset's list files are not this one's
-        args.train_list = args.test_list = args.labels_csv = None
+        args.train_list = args.test_list = args.labels_csv = args.novel_list = args.novel_labels_csv = None
     if args.protocol == "zero-shot" and args.dataset not in ZERO_SHOT_TARGETS + ("k400", "synthetic"):
         raise UsageError(f"--protocol zero-shot tests on {', '.join(ZERO_SHOT_TARGETS)} (or k400 itself), not "
                          f"{args.dataset}")
