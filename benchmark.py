@@ -1,4 +1,4 @@
-"""What MSTA costs, measured: against full fine-tuning, and against the machine's own matmul rate (issue 7).
+"""What MSTA costs, measured: against full fine-tuning, and against the machine's own matmul rate.
 
 `python benchmark.py` builds a ViT-B/16-shaped CLIP with random weights in memory (clip.build_random: no download;
 speed and memory do not depend on the values) and measures, on one device in one run so that ratios compare:
@@ -21,7 +21,7 @@ The batch is random pixels (CPU: 2 videos, GPU: 32) x T = 8 frames; the text is 
 {class}." and 2 spatial + 2 temporal descriptions per class, their features computed once (as train.py does).
 Precision as train.py: bf16 autocast on a GPU, fp32 on the CPU. Times are medians of --steps timed steps after
 --warmup untimed ones (CPU 2 after 1, GPU 10 after 3), the device synchronised around each. Output: a table, the
-issue's target checks (PASS/MISS) and benchmark.json. `--quick` runs everything on the 4-layer random-tiny CLIP in
+project's target checks (PASS/MISS) and benchmark.json. `--quick` runs everything on the 4-layer random-tiny CLIP in
 a few seconds (the tests' mode; its numbers mean nothing).
 
 Each configuration of 2-5 runs in a fresh process (`benchmark.py --worker NAME`, one JSON line on stdout), so
@@ -74,7 +74,7 @@ SIZES = {
 }
 VIEWS = (5, 3)  # UCF101's test views, clips x crops (evaluate.VIEWS): 15 views per video
 DESCRIPTIONS = 2  # of each kind (spatial, temporal) per class, train.py's --num-descriptions default
-TARGETS = dict(time=0.5, memory=0.4, measures=1.5, sparse=3.0, utilisation=1.5)  # issue 7
+TARGETS = dict(time=0.5, memory=0.4, measures=1.5, sparse=3.0, utilisation=1.5)  # what check() asks
 
 
 # ---------------------------------------------------------------------------------------------- the models
@@ -595,7 +595,7 @@ def ratio(a, b):
 
 
 def check(results):
-    """The issue's targets, read from this run's numbers: [(pass, line)]."""
+    """The efficiency targets (TARGETS), read from this run's numbers: [(pass, line)]."""
     train, lines = results["train"], []
     fs, full, off, vit = (train.get(k, {}) for k in ("msta-few-shot", "full-ft", "off-all", "vit"))
     d = results.get("data", {})
@@ -694,7 +694,7 @@ def table(results):
                 f"{len(d['indices'])}x3x{d['resolution']}x{d['resolution']}, 1 thread)"]
     elif d:
         out += ["", f"6. data FAILED: {d.get('error', '').splitlines()[-1:]}"]
-    out += ["", "target checks (issue 7):"]
+    out += ["", "target checks:"]
     out += [f"{'PASS' if c['passed'] else 'MISS' if c['passed'] is False else 'N/A '}  {c['text']}"
             for c in results["targets"]]
     return "\n".join(out)

@@ -12,7 +12,7 @@ D width, H heads, E embedding size, C texts (class prompts), L text length (77),
 bpe_simple_vocab_16e6.txt.gz next to this file is OpenAI's BPE merges list from https://github.com/openai/CLIP
 (MIT License, Copyright (c) 2021 OpenAI; see NOTICE). The code in this file is independent of OpenAI's.
 """
-import gzip, hashlib, html, math, os, pickle, sys, urllib.request, warnings, zipfile
+import gzip, hashlib, html, http.client, math, os, pickle, sys, time, urllib.request, warnings, zipfile
 from collections import OrderedDict
 from functools import lru_cache
 
@@ -313,17 +313,26 @@ def _sha256(path):
     return h.hexdigest()
 
 
-def _download(url, root, sha256="url", filename=None):
+DOWNLOAD_TIMEOUT = 60  # seconds without a byte before a download gives up; env MSTA_DOWNLOAD_TIMEOUT changes it
+
+
+def _download(url, root, sha256="url", filename=None, timeout=None):
     """Path of url's file in root: a verified cached copy, or a fresh download checked against its SHA-256.
 
     sha256: the file's published digest; "url" (OpenAI's convention) means the folder name in the URL. None means
     no digest is published (viclip.py's Hugging Face file): then a complete download (its byte count equal to the
     server's Content-Length) has its SHA-256 recorded in <file>.sha256, and a cached copy is reused only while it
-    still matches that record. That catches partial and corrupted files, not a file tampered with at the source."""
+    still matches that record. That catches partial and corrupted files, not a file tampered with at the source.
+    timeout: seconds of silence (no connection, or no byte) before giving up with a one-line CLIPError naming the
+    URL and where to put the file by hand (default MSTA_DOWNLOAD_TIMEOUT or 60). A download cut short leaves
+    <file>.part; the next call resumes it with an HTTP Range request, or starts over if the server answers with the
+    whole file. The file gets its real name only once its SHA-256 is right."""
     os.makedirs(root, exist_ok=True)
     target = os.path.join(root, filename or os.path.basename(url))
     expected = url.split("/")[-2] if sha256 == "url" else sha256
     record = target + ".sha256"  # the first-use digest when none is published
+    if timeout is None:
+        timeout = float(os.environ.get("MSTA_DOWNLOAD_TIMEOUT", DOWNLOAD_TIMEOUT))
     if expected is None and os.path.isfile(target) and not os.path.isfile(record):
         with open(record, "w") as f:  # a file the user put there by hand (the offline route below): trusted as is
             f.write(_sha256(target))
@@ -334,24 +343,49 @@ def _download(url, root, sha256="url", filename=None):
         if _sha256(target) == (expected or known):
             return target  # e.g. a file OpenAI's own package already downloaded into ~/.cache/clip
         warnings.warn(f"{target} does not match its SHA-256 (corrupt or partial); downloading it again")
-    partial, h, done = target + ".part", hashlib.sha256(), 0
+    partial = target + ".part"
+    done = os.path.getsize(partial) if os.path.isfile(partial) else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+    # Said before connecting: a slow or stalled network shows what is being waited for.
+    print(f"downloading {url}\n  into {target}{f' (resuming after {done / 2**20:.1f} MiB)' if done else ''}",
+          file=sys.stderr, flush=True)
+    shown = 0.0  # when progress was last printed
     try:
-        with urllib.request.urlopen(url) as src, open(partial, "wb") as dst:
-            total = int(src.headers.get("Content-Length") or 0)
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-                h.update(chunk)
-                done += len(chunk)
-                print(f"\rdownloading {os.path.basename(target)}: {done >> 20} / {total >> 20} MiB", end="",
-                      file=sys.stderr, flush=True)
+        # The timeout bounds every socket wait (connect, each read), so a stalled network ends within it.
+        with urllib.request.urlopen(request, timeout=timeout) as src:
+            resumed = done > 0 and getattr(src, "status", None) == 206  # 206: the server sent the rest only
+            h = hashlib.sha256()
+            if resumed:
+                with open(partial, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+            else:
+                done = 0  # no partial file, or a server that sent the whole file again: start over
+            total = done + int(src.headers.get("Content-Length") or 0)
+            with open(partial, "ab" if resumed else "wb") as dst:
+                while chunk := src.read(1 << 16):  # small reads: progress shows from the first bytes
+                    dst.write(chunk)
+                    h.update(chunk)
+                    done += len(chunk)
+                    if time.time() - shown > 0.5 or done == total:
+                        shown = time.time()
+                        size = f" / {total / 2**20:.1f} MiB ({100 * done / total:.0f}%)" if total else " MiB"
+                        print(f"\r  {done / 2**20:.1f}{size}", end="", file=sys.stderr, flush=True)
+            if total and done < total:  # http.client returns b"" (no error) when the server hangs up early
+                raise ConnectionError(f"the connection closed after {done / 2**20:.1f} of {total / 2**20:.1f} MiB; "
+                                      "the next try resumes the partial file")
         print(file=sys.stderr)
-        if total and done != total:
-            raise OSError(f"the connection closed after {done} of {total} bytes")
-    except OSError as e:  # urllib's URLError is an OSError: no network, DNS failure, refused, disk full
-        if os.path.exists(partial):
-            os.remove(partial)
-        raise CLIPError(f"could not download {url} ({e}); without network, fetch that URL elsewhere "
-                           f"and put the file at {target}") from e
+    # URLError, timeouts and refused connections are OSErrors (so is a full disk); a connection closed before
+    # Content-Length bytes is http.client's IncompleteRead.
+    except (OSError, http.client.HTTPException) as e:
+        if shown:
+            print(file=sys.stderr)  # end the progress line
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            reason = (f"no answer for {timeout:g} s; MSTA_DOWNLOAD_TIMEOUT=<seconds> waits longer, and the next "
+                      "try resumes the partial file")
+        raise CLIPError(f"could not download {url} ({reason}); without network, fetch that URL elsewhere "
+                        f"and put the file at {target}") from e
     if expected is not None and h.hexdigest() != expected:
         os.remove(partial)
         raise CLIPError(f"downloaded {url} but its SHA-256 is {h.hexdigest()}, expected {expected}: "

@@ -1,5 +1,5 @@
 """Video datasets for MSTA: five real datasets read from their official layouts, the four published protocols,
-and a synthetic motion dataset that needs no download.
+a synthetic motion dataset that needs no download, and "folder": your own videos, one folder per class.
 
     build_dataset(name, root, protocol, split, shots=None, seed=0, num_frames=8, train=True, resolution=224,
                   views=(1, 1), mean=CLIP_MEAN, std=CLIP_STD, **lists) -> Dataset of (video, label)
@@ -46,7 +46,8 @@ from video import (CLIP_MEAN, CLIP_STD, FRAME_FILE, VIDEO_EXTENSIONS, TestTransf
 log = logging.getLogger(__name__)
 DATASETS = {"ucf101": "ucf101", "ucf": "ucf101", "hmdb51": "hmdb51", "hmdb": "hmdb51", "kinetics400": "kinetics400",
             "k400": "kinetics400", "kinetics600": "kinetics600", "k600": "kinetics600", "ssv2": "ssv2",
-            "somethingsomethingv2": "ssv2", "sthv2": "ssv2", "synthetic": "synthetic", "list": "list"}
+            "somethingsomethingv2": "ssv2", "sthv2": "ssv2", "synthetic": "synthetic", "list": "list",
+            "folder": "folder"}
 PROTOCOLS = {"fewshot": "few-shot", "base2novel": "base2novel", "basetonovel": "base2novel", "b2n": "base2novel",
              "zeroshot": "zero-shot", "full": "full", "fullysupervised": "full", "supervised": "full"}
 LAYOUTS = {  # what a root must hold, and where it is downloaded from
@@ -61,6 +62,8 @@ LAYOUTS = {  # what a root must hold, and where it is downloaded from
                  "<root>/annotations/", "https://github.com/cvdfoundation/kinetics-dataset"),
     "ssv2": ("<root>/20bn-something-something-v2/<id>.webm and <root>/labels/{labels,train,validation}.json",
              "https://developer.qualcomm.com/software/ai-datasets/something-something"),
+    "folder": ("<root>/train/<class>/<video> and <root>/test/<class>/<video> (or val/; one folder per class, "
+               "named by the class; any video file or frame folder inside)", "your own videos"),
     "list": ("list files of '<path relative to root> <label index>' lines (train_list=, test_list=) and an 'id,name' "
              "label CSV (labels_csv=)", "the published split files, e.g. ViFi-CLIP's"),
 }
@@ -72,8 +75,8 @@ class DatasetError(ValueError):
 
 def _fail(name, root, problem):
     layout, source = LAYOUTS["kinetics" if name.startswith("kinetics") else name]
-    raise DatasetError(f"{name} at {root}: {problem}. Expected {layout.replace('<root>', str(root))}; "
-                       f"download: {source.replace('<root>', str(root))}")
+    where = "" if name == "folder" else f"; download: {source.replace('<root>', str(root))}"
+    raise DatasetError(f"{name} at {root}: {problem}. Expected {layout.replace('<root>', str(root))}{where}")
 
 
 def _canonical(value, table):
@@ -300,13 +303,45 @@ def _ssv2(root, part):
     return classes, items, videos
 
 
+def _class_text(name):
+    """A folder or CSV class name as prompt text: CamelCase split into words, underscores to spaces."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).replace("_", " ")
+
+
+def _folder(root, part):
+    """Your own videos, one folder per class: <root>/train/<class>/... and <root>/test/<class>/...; the classes
+    are train/'s folders, sorted, and test/ may hold any of them (a test class with no training folder is an
+    error: the model would have no name for it)."""
+    top = os.path.join(root, "train")
+    classes = sorted(d for d in os.listdir(top) if os.path.isdir(os.path.join(top, d))) if os.path.isdir(top) else []
+    if not classes:
+        _fail("folder", root, "no class folders in train/")
+    where = os.path.join(root, part)
+    if part == "test" and not os.path.isdir(where) and os.path.isdir(os.path.join(root, "val")):
+        part, where = "val", os.path.join(root, "val")  # Kinetics-style trees call it val/
+    if not os.path.isdir(where):
+        _fail("folder", root, f"no {part}/ folder")
+    unknown = sorted(set(d for d in os.listdir(where) if os.path.isdir(os.path.join(where, d))) - set(classes))
+    if unknown:
+        _fail("folder", root, f"{part}/ has class folders that train/ lacks: {', '.join(unknown[:5])}")
+    videos, items = _finder(where), []
+    for path in videos.exact.values():
+        rel = os.path.relpath(path, where).replace(os.sep, "/")
+        if "/" in rel:  # files directly under <part>/ belong to no class
+            items.append((path, classes.index(rel.split("/")[0])))
+    items = sorted(set(items))  # the finder keys every video twice (relative path and bare name)
+    if not items:
+        _fail("folder", root, f"no videos under {part}/<class>/")
+    return [_class_text(c) for c in classes], items, videos
+
+
 def _list_classes(root, labels_csv):
     """Class text from an 'id,name' CSV, in id order, written as above (CamelCase split, underscores to spaces)."""
     if not labels_csv or not os.path.isfile(labels_csv):
         _fail("list", root, f"label CSV {labels_csv!r} not found")
     with open(labels_csv, newline="") as f:
         rows = sorted((int(r["id"]), r["name"]) for r in csv.DictReader(f))
-    return [re.sub(r"(?<=[a-z])(?=[A-Z])", " ", n).replace("_", " ") for _, n in rows]
+    return [_class_text(n) for _, n in rows]
 
 
 def _listed(root, part, train_list=None, test_list=None, labels_csv=None, novel_list=None, novel_labels_csv=None):
@@ -332,6 +367,8 @@ def _read(name, root, split, part, lists):
         return (_ucf101 if name == "ucf101" else _hmdb51)(root, split, part)
     if name.startswith("kinetics"):
         return _kinetics(name, root, part)
+    if name == "folder":
+        return _folder(root, part)
     return _ssv2(root, part) if name == "ssv2" else _listed(root, part, **lists)
 
 

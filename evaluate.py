@@ -1,7 +1,8 @@
 """Evaluate trained MSTA adapters the way each protocol publishes its numbers.
 
 `python evaluate.py --checkpoint runs/RUN [more runs] [--dataset ... --protocol ...]` rebuilds CLIP plus the
-adapters from a checkpoint and the arguments saved in it. Follows the evaluation of "Efficient Transfer Learning
+adapters from a checkpoint and the arguments saved in it; `--checkpoint RUN --video PATH ...` prints the top-5
+classes of your own videos instead. Follows the evaluation of "Efficient Transfer Learning
 for Video-language Foundation Models" (CVPR 2025), Sec. 4.1, and the protocols it shares with ViFi-CLIP:
   - multi-view test: the softmax of each view's logits is summed over views; views per dataset in VIEWS;
   - few-shot / full: top-1 and top-5 on the test split (several checkpoints, e.g. seeds, are averaged);
@@ -15,7 +16,6 @@ Shape legend: B videos, V views (clips x crops), T frames, C classes, E embeddin
 """
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -30,9 +30,15 @@ import clip
 import data
 import viclip
 
-# Test views (temporal clips x spatial crops) per dataset, as the paper and ViFi-CLIP test.
-VIEWS = {"hmdb51": (10, 3), "ucf101": (5, 3), "k400": (4, 3), "k600": (4, 3), "ssv2": (2, 3), "synthetic": (1, 1)}
+# Test views (temporal clips x spatial crops) per dataset, as the paper and ViFi-CLIP test. A folder of the
+# user's own videos has no published protocol: one centre view, the cheapest (--clips/--crops add more).
+VIEWS = {"hmdb51": (10, 3), "ucf101": (5, 3), "k400": (4, 3), "k600": (4, 3), "ssv2": (2, 3), "synthetic": (1, 1),
+         "folder": (1, 1)}
+DATASETS = ("ucf101", "hmdb51", "k400", "k600", "ssv2", "synthetic", "folder")  # --dataset's choices
+PROTOCOL_NAMES = ("few-shot", "base2novel", "zero-shot", "full")
 ZERO_SHOT_TARGETS = ("ucf101", "hmdb51", "k600")  # where a model trained on Kinetics-400 is tested
+# What a run folder holds; a folder holding any of these is a run, and is never written over by accident.
+RUN_FILES = ("checkpoint.pt", "results.json", "results.md", "log.txt", "history.csv", "curves.png")
 
 
 class UsageError(Exception):
@@ -51,19 +57,35 @@ class Parser(argparse.ArgumentParser):
 
 
 class Logger:
-    """Prints to the screen and, given a path, to log.txt; quiet=True (ranks other than 0) prints nothing."""
+    """Prints to the screen and to log.txt; quiet=True (ranks other than 0) prints nothing.
+
+    Lines logged before open() are kept and written when the file opens: nothing is written into a run folder
+    until the arguments and the data have been checked, yet log.txt still starts at the first line."""
 
     def __init__(self, path=None, append=False, quiet=False):
-        self.file = open(path, "a" if append else "w") if path and not quiet else None
+        self.file, self.pending = None, []
         self.quiet, self.tty, self.last = quiet, sys.stdout.isatty(), 0.0
+        if path:
+            self.open(path, append)
 
-    def __call__(self, message):
+    def open(self, path, append=False):
+        if not self.quiet:
+            self.file = open(path, "a" if append else "w")
+            self.file.writelines(line + "\n" for line in self.pending)
+            self.file.flush()
+        self.pending = []
+
+    def __call__(self, message, screen=True):
+        """screen=False: log.txt only (the full argument dump: too long for the screen, needed in the log)."""
         if self.quiet:
             return
-        print(("\r\033[K" if self.tty else "") + message, flush=True)
+        if screen:
+            print(("\r\033[K" if self.tty else "") + message, flush=True)
         if self.file:
             self.file.write(message + "\n")
             self.file.flush()
+        else:
+            self.pending.append(message)
 
     def progress(self, message):
         """One rewritten line on a terminal; a plain line every 30 s in a log (a batch job's stdout)."""
@@ -74,6 +96,65 @@ class Logger:
         elif time.time() - self.last > 30:
             print(message, flush=True)
             self.last = time.time()
+
+
+def usable_cores():
+    """CPUs this process may run on (its affinity mask: a container's or a scheduler's share, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity masks
+        return os.cpu_count() or 1
+
+
+def choose_threads(workers, requested=None):
+    """Set and return torch's intra-op thread count (--threads overrides).
+
+    The rule: the cores this process may use, shared equally by the processes of this machine (torchrun's
+    LOCAL_WORLD_SIZE), minus one core per loader worker, at least 1: main process threads + workers <= cores.
+    Each worker decodes with one thread (torch gives DataLoader workers one), and OpenMP threads that wait for
+    a descheduled sibling stall a whole matmul, so oversubscribed cores cost far more than idle ones (measured:
+    60 training steps under load took 156 s with the default threads, 34 s with one thread per process). On the
+    CPU the model step is much slower than loading its batch, so the workers mostly sleep there: the workers'
+    share is capped at half the cores, and the model keeps the other half at least."""
+    if requested is not None:
+        torch.set_num_threads(requested)
+        return requested
+    if os.environ.get("OMP_NUM_THREADS"):  # the user (or a job scheduler) already chose: keep torch's reading
+        return torch.get_num_threads()
+    cores = max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    reserved = workers if torch.cuda.is_available() else min(workers, cores // 2)
+    threads = max(1, cores - reserved)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def check_output(folder, resume=False, overwrite=False, files=RUN_FILES):
+    """Refuse (one line) to write into a folder that already holds a run's files, unless --resume continues
+    it or --overwrite replaces it. Reads only: call it before anything is written."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"{folder} is a file, not a folder: choose another --output")
+    if resume or overwrite or not os.path.isdir(folder):
+        return
+    found = [f for f in files if os.path.exists(os.path.join(folder, f))]
+    if found:
+        kind = "a finished run" if "results.json" in found else "a partial run"
+        raise UsageError(f"{folder} already holds {kind} ({', '.join(found)}); nothing was changed. Use --resume "
+                         "to continue it, --output DIR for a new folder, or --overwrite to replace it")
+
+
+def clear_output(folder, files=RUN_FILES):
+    """--overwrite: remove the old run's files (only those, and its eval-*/results.{json,md}), so that nothing
+    stale is mixed with the new run. Anything else in the folder stays."""
+    if not os.path.isdir(folder):
+        return
+    for f in files:
+        if os.path.isfile(os.path.join(folder, f)):
+            os.remove(os.path.join(folder, f))
+    for d in os.listdir(folder):
+        if d.startswith("eval-") and os.path.isdir(os.path.join(folder, d)):
+            clear_output(os.path.join(folder, d), ("results.json", "results.md"))
+            if not os.listdir(os.path.join(folder, d)):
+                os.rmdir(os.path.join(folder, d))
 
 
 def hms(seconds):
@@ -267,7 +348,7 @@ def run_protocol(model, args, device, views=None, log=None, final=True):
                           args.workers, log)
         rows.append(dict(row=row, dataset=name, split=split, subset=subset, classes=len(dataset.classnames),
                          **result))
-        if log:
+        if log and final:  # the quick checks during training are reported in the epoch's line
             log(f"test {name} {row}: top1 {result['top1']:.2f} top5 {result['top5']:.2f} "
                 f"({result['videos']} videos x {views[0] * views[1]} views, {result['skipped']} unreadable)")
     return dict(rows=rows, summary=summarize(args.protocol, rows), views=f"{views[0]}x{views[1]}")
@@ -326,64 +407,205 @@ def result_record(args, results, extra=None):
     return record
 
 
-def main(argv=None):
-    p = Parser(description="Evaluate MSTA checkpoints (or zero-shot CLIP) by protocol.")
-    p.add_argument("--checkpoint", nargs="*", default=[], help="run folder(s) or checkpoint.pt file(s); several "
-                   "(e.g. three seeds) are averaged as the protocol prescribes")
+def at_least(low):
+    """argparse type: an integer >= low, else argparse's one-line error."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value}: must be at least {low}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def parse_args(argv=None):
+    p = Parser(description="Evaluate MSTA checkpoints (or zero-shot CLIP) by protocol, or classify your own videos "
+               "with a trained run.", epilog="Results go to <run>/eval-<dataset>-<protocol>/results.{md,json} for "
+               "one run, runs/<dataset>-<protocol>-mean-of-N/ for several, runs/zero-shot-clip-<clip>-<dataset>-"
+               "<protocol>/ for --zero-shot-clip; --output changes that. A folder holding results is never "
+               "written over unless --overwrite is given. --video only prints.")
+    p.add_argument("--checkpoint", nargs="*", default=[], metavar="RUN", help="run folder(s) or checkpoint.pt "
+                   "file(s); several (e.g. three seeds) are averaged as the protocol prescribes")
+    p.add_argument("--video", nargs="+", default=None, metavar="PATH", help="classify these video files (or "
+                   "frame folders) with the one --checkpoint run: its backbone, adapters and class names; prints "
+                   "the top-5 classes of each with probabilities, using the test views of the run's dataset "
+                   "(--clips/--crops change them)")
     p.add_argument("--zero-shot-clip", action="store_true", help="evaluate frozen CLIP, no adapters (baseline)")
     p.add_argument("--clip", default=None, help="with --zero-shot-clip: the backbone, CLIP or ViCLIP (default "
                    "ViT-B/16; e.g. ViCLIP-B/16 or a checkpoint file)")
-    for name in ("--dataset", "--data-root", "--protocol", "--precision"):
-        p.add_argument(name, default=None, help="default: as in the checkpoint")
-    for name in ("--split", "--shots", "--frames", "--clips", "--crops"):
-        p.add_argument(name, type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=8, help="videos per test batch (each has clips x crops views)")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    p.add_argument("--output", default=None, help="where results.json/.md go (default: the first checkpoint's "
-                   "folder, or runs/zero-shot-clip-<dataset>)")
+    p.add_argument("--dataset", default=None, choices=DATASETS, help="test on this dataset (default: the "
+                   "checkpoint's; ucf101 for --zero-shot-clip)")
+    p.add_argument("--data-root", default=None, help="its root (default: the checkpoint's for the same dataset, "
+                   "else data/<dataset>)")
+    p.add_argument("--protocol", default=None, choices=PROTOCOL_NAMES, help="default: the checkpoint's (full for "
+                   "--zero-shot-clip); zero-shot tests ucf101 / hmdb51 / k600 on their 3 splits")
+    p.add_argument("--precision", default=None, choices=("bf16", "fp16", "fp32"),
+                   help="default: bf16 on a GPU, fp32 on the CPU")
+    p.add_argument("--split", type=int, default=None, choices=(1, 2, 3), help="official split (default: the "
+                   "checkpoint's)")
+    p.add_argument("--shots", type=at_least(1), default=None, help="default: the checkpoint's")
+    p.add_argument("--frames", type=at_least(1), default=None, help="frames per clip (default: the checkpoint's)")
+    p.add_argument("--clips", type=at_least(1), default=None, help="temporal views per video (default: the "
+                   "dataset's published test views, e.g. 5 for ucf101, 10 for hmdb51)")
+    p.add_argument("--crops", type=at_least(1), default=None, help="spatial views per video, 1 or 3 (default: 3, "
+                   "the published test; 1 for synthetic and folder)")
+    p.add_argument("--batch-size", type=at_least(1), default=8, help="videos per test batch (each has clips x "
+                   "crops views)")
+    p.add_argument("--workers", type=at_least(0), default=min(8, os.cpu_count() or 1), help="data loader processes")
+    p.add_argument("--threads", type=at_least(1), default=None, help="torch threads (default: the cores this "
+                   "process may use minus the loader's share, see choose_threads)")
+    p.add_argument("--output", default=None, help="where results.json/.md go (default: see below)")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
     a = p.parse_args(argv)
     if not a.checkpoint and not a.zero_shot_clip:
-        raise CheckpointError("give --checkpoint RUN (or --zero-shot-clip for the CLIP baseline)")
+        raise UsageError("give --checkpoint RUN (or --zero-shot-clip for the CLIP baseline)")
+    if a.clip is not None and not a.zero_shot_clip:
+        raise UsageError("--clip is for --zero-shot-clip; a checkpoint names its own CLIP")
+    if a.video is not None and (len(a.checkpoint) != 1 or a.zero_shot_clip):
+        raise UsageError("--video classifies with one trained run: give exactly one --checkpoint RUN")
+    if a.crops is not None and a.crops not in (1, 3):
+        raise UsageError(f"--crops {a.crops}: the test takes 1 (centre) or 3 (left, centre, right) crops")
+    return a
+
+
+def run_args(a, ckpt_args, device):
+    """The settings one evaluation runs with: the checkpoint's, overridden by what evaluate.py was given."""
+    args = argparse.Namespace(**ckpt_args)
+    trained_on = args.dataset
+    for key in ("dataset", "data_root", "protocol", "split", "shots", "frames", "clips", "crops"):
+        if getattr(a, key) is not None:
+            setattr(args, key, getattr(a, key))
+    if (args.dataset != trained_on and a.data_root is None) or not getattr(args, "data_root", None):
+        args.data_root = os.path.join("data", args.dataset)  # another dataset than trained on: its default
+    if args.dataset != trained_on:  # another dataset's list files are not this one's
+        args.train_list = args.test_list = args.labels_csv = args.novel_list = args.novel_labels_csv = None
+    if args.protocol == "zero-shot" and args.dataset not in ZERO_SHOT_TARGETS + ("k400", "synthetic"):
+        raise UsageError(f"--protocol zero-shot tests on {', '.join(ZERO_SHOT_TARGETS)} (or k400 itself), not "
+                         f"{args.dataset}")
+    if args.protocol == "base2novel" and args.dataset == "folder":
+        raise UsageError("--protocol base2novel needs published base classes; a folder dataset has none")
+    args.precision = a.precision or ("bf16" if device.type == "cuda" else "fp32")
+    args.workers, args.eval_batch_size = a.workers, a.batch_size
+    return args
+
+
+def video_label_set(args, explicit_dataset):
+    """The class names a run answers with: the ones it trained on (saved in its arguments since this version),
+    or, for --dataset or an older checkpoint, the dataset's (read from its root)."""
+    if getattr(args, "classnames", None) and not explicit_dataset:
+        return list(args.classnames)
+    return data.class_names(reader(args), args.data_root, **lists(args))
+
+
+@torch.no_grad()
+def classify(model, args, classnames, paths, device, views, top=5):
+    """Print the top-`top` classes of each video; returns the paths that could not be read (one line each)."""
+    model.eval()
+    with autocast_for(device, args.precision):
+        tokens = class_tokens(classnames, getattr(model.clip, "context_length", 77))
+        text = model.encode_text(tokens.to(device))                                           # (C, E)
+    reader_ = data.VideoDataset("video", [], classnames, args.frames, train=False,
+                                resolution=model.clip.visual.input_resolution, views=views,
+                                mean=getattr(model.clip, "mean", data.CLIP_MEAN),
+                                std=getattr(model.clip, "std", data.CLIP_STD))
+    failed = []
+    for path in paths:
+        try:
+            video = reader_.load(path)
+        except data.VideoError as e:
+            print(f"error: {path}: cannot be read ({str(e).splitlines()[0]})", file=sys.stderr, flush=True)
+            failed.append(path)
+            continue
+        video = video.reshape(-1, *video.shape[-4:]).to(device)   # (T, 3, r, r) or (V, T, 3, r, r) -> (V, T, 3, r, r)
+        with autocast_for(device, args.precision):
+            feats = model.encode_video(video)                                            # (V, E)
+        probs = model.logits(feats, text).float().softmax(-1).mean(0)                    # (V, C) -> (C,)
+        p, idx = probs.topk(min(top, len(classnames)))
+        print(f"{path}  ({views[0]}x{views[1]} views, {len(classnames)} classes)")
+        for prob, c in zip(p.tolist(), idx.tolist()):
+            print(f"  {100 * prob:5.1f}%  {classnames[c]}")
+    return failed
+
+
+def finished(paths, log):
+    """The last lines of a command: where its files are."""
+    width = max(len(name) for name, _ in paths)
+    log("\n".join(["", "files:"] + [f"  {name + ':':<{width + 1}} {path}" for name, path in paths]))
+
+
+def main(argv=None):
+    a = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    runs = []  # (args, model) per checkpoint
+    if a.video is not None:
+        missing = [v for v in a.video if not os.path.exists(v)]
+        if missing:
+            raise UsageError(f"no such video: {', '.join(missing)}")
+    # Every checkpoint is read (and every argument checked) before a model is built or a file written.
+    plans = []  # (args, checkpoint or None) per run
     if a.zero_shot_clip:
-        args = argparse.Namespace(dataset=a.dataset or "ucf101", protocol=a.protocol or "full", split=1, seed=0,
-                                  shots=None, epochs=0, frames=8, clip=a.clip or "ViT-B/16", data_root=None)
-        runs.append((args, FrozenCLIP(load_backbone(args.clip).to(device))))
+        base = dict(dataset="ucf101", protocol="full", split=1, seed=0, shots=None, epochs=0, frames=8,
+                    clip=a.clip or "ViT-B/16", data_root=None, output="zero-shot CLIP")
+        plans.append((run_args(a, base, device), None))
     for path in a.checkpoint:
         ckpt = read_checkpoint(path)
-        args = argparse.Namespace(**ckpt["args"])
+        plans.append((run_args(a, ckpt["args"], device), ckpt))
+    if a.video is None:
+        for args, _ in plans:  # each test set's layout, before any model is loaded (or downloaded)
+            data.class_names(reader(args), args.data_root, **lists(args))
+    args = plans[0][0]
+    threads = choose_threads(a.workers, a.threads)
+    log = Logger()
+    if a.video is not None:
+        classnames = video_label_set(args, a.dataset is not None)
+        default = VIEWS.get(args.dataset, (1, 1))
+        views = (a.clips or default[0], a.crops or default[1])
         model = build_model(args, device)
-        model.load_trainable_state_dict(ckpt["adapters"])
-        runs.append((args, model))
-    rows, log = [], Logger()
-    for args, model in runs:
-        for key in ("dataset", "data_root", "protocol", "split", "shots", "frames", "clips", "crops"):
-            if getattr(a, key) is not None:
-                setattr(args, key, getattr(a, key))
-        if (a.dataset is not None and a.data_root is None) or not args.data_root:
-            args.data_root = os.path.join("data", args.dataset)  # another dataset than trained on: its default
-        args.precision = a.precision or ("bf16" if device.type == "cuda" else "fp32")
-        args.workers, args.eval_batch_size = a.workers, a.batch_size
-        result = run_protocol(model, args, device, log=log, final=True)
-        for r in result["rows"]:
-            r["run"] = getattr(args, "output", "zero-shot CLIP")
-        rows += result["rows"]
-    args = runs[0][0]
-    results = dict(rows=rows, summary=summarize(args.protocol, rows), views=result["views"])
+        model.load_trainable_state_dict(plans[0][1]["adapters"])
+        if classify(model, args, classnames, a.video, device, views):
+            sys.exit(2)
+        return None
     # Never over the training run's own results.json: one run -> <run>/eval-<dataset>-<protocol>/.
     tag = f"{args.dataset}-{args.protocol}"
     if a.zero_shot_clip:
-        output = os.path.join("runs", f"zero-shot-clip-{tag}")
+        output = os.path.join("runs", f"zero-shot-clip-{backbone_tag(args.clip)}-{tag}")
     elif len(a.checkpoint) == 1:
         run_dir = os.path.dirname(a.checkpoint[0]) if a.checkpoint[0].endswith(".pt") else a.checkpoint[0]
         output = os.path.join(run_dir, f"eval-{tag}")
     else:
         output = os.path.join("runs", f"{tag}-mean-of-{len(a.checkpoint)}")
     output = a.output or output
+    check_output(output, overwrite=a.overwrite, files=("results.json", "results.md"))
+    log(f"evaluate.py: {len(plans)} run(s) on {tag}, {device.type}, {threads} thread(s)")
+    rows = []
+    for args, ckpt in plans:
+        if ckpt is None:
+            model = FrozenCLIP(load_backbone(args.clip).to(device))
+        else:
+            model = build_model(args, device)
+            model.load_trainable_state_dict(ckpt["adapters"])
+        result = run_protocol(model, args, device, log=log, final=True)
+        for r in result["rows"]:
+            r["run"] = getattr(args, "output", "zero-shot CLIP")
+        rows += result["rows"]
+    args = plans[0][0]
+    results = dict(rows=rows, summary=summarize(args.protocol, rows), views=result["views"])
     write_results(output, result_record(args, results, dict(
-        checkpoints=a.checkpoint, zero_shot_clip=a.zero_shot_clip,
-        trainable_params=0 if a.zero_shot_clip else adapters.parameter_counts(runs[-1][1])[0])), log)
+        checkpoints=a.checkpoint, zero_shot_clip=a.zero_shot_clip, evaluate_args=vars(a), run_args=vars(args),
+        trainable_params=0 if a.zero_shot_clip else adapters.parameter_counts(model)[0])), log)
+    finished([("results table", os.path.join(output, "results.md")),
+              ("all numbers", os.path.join(output, "results.json"))], log)
+    return results
+
+
+def backbone_tag(name):
+    """A CLIP name or checkpoint path as a folder-name part: "ViT-B/16" -> "ViT-B-16", "/x/clip_small.pt" ->
+    "clip_small"."""
+    if name not in clip.available_models() and not name.startswith("random-"):
+        name = os.path.splitext(os.path.basename(name))[0]  # a checkpoint file: its name
+    return name.replace("/", "-").replace("@", "-")
 
 
 def run(argv=None):
@@ -392,6 +614,10 @@ def run(argv=None):
     except (UsageError, CheckpointError, data.DatasetError, clip.CLIPError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing was written (results are written at the end of an evaluation)",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Analytic FLOP counts of one CLIP / MSTA step, for benchmark.py's utilisation figures (issue 7).
+"""Analytic FLOP counts of one CLIP / MSTA step, for benchmark.py's utilisation figures.
 
 Only matrix multiplies are counted (2mnk for an (m, k) @ (k, n)), in the model-FLOP convention: LayerNorm,
 softmax, activations, the loss and the optimiser are left out (a few % of the work), and so are recomputations

@@ -48,7 +48,7 @@ def test_few_shot_end_to_end_then_evaluate(ucf, tmp_path):
         assert key in saved, key
     assert (saved["dataset"], saved["protocol"], saved["shots"], saved["epochs"]) == ("ucf101", "few-shot", 2, 2)
     assert saved["views"] == "2x3" and saved["rows"][0]["videos"] == 12 and saved["trainable_params"] > 0
-    assert len(saved["history"]) == 2 and "top1" in saved["history"][0]  # --eval-every 1: epoch 1 was tested
+    assert len(saved["history"]) == 2 and "test_top1" in saved["history"][0]  # --eval-every 1: epoch 1 was tested
     assert (out / "log.txt").exists() and (out / "results.md").exists()
     # The checkpoint holds adapter tensors, optimiser state, epoch and plain arguments only.
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -97,7 +97,7 @@ def test_torchrun_two_processes_match_one(tmp_path):
     h2 = json.loads((tmp_path / "two" / "results.json").read_text())
     for a, b in zip(h1["history"], h2["history"], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
-        assert a.get("top1") == pytest.approx(b.get("top1"))  # every test video scored exactly once
+        assert a.get("test_top1") == pytest.approx(b.get("test_top1"))  # every test video scored exactly once
     assert h1["rows"][0]["videos"] == h2["rows"][0]["videos"] == 128
     assert h1["top1"] == pytest.approx(h2["top1"])
 
@@ -116,11 +116,14 @@ def test_bad_arguments_are_one_line_and_exit_2(ucf, tmp_path, make_args):
     args = make_args(ucf, tmp_path)
     if args[0] != "train.py" and args[0] != "evaluate.py":
         args = ["train.py", *args]
+    if args[0] == "train.py" and "--output" not in args:
+        args += ["--output", str(tmp_path / "run")]  # never the repository's runs/, whatever the command
     result = run(args)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = [l for l in result.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert not (tmp_path / "run").exists()  # a failed command writes nothing
 
 
 def test_base_to_novel_reports_base_novel_and_harmonic_mean(tmp_path):
