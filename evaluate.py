@@ -338,7 +338,8 @@ def main(argv=None):
     for name in ("--split", "--shots", "--frames", "--clips", "--crops"):
         p.add_argument(name, type=int, default=None)
     p.add_argument("--batch-size", type=int, default=8, help="videos per test batch (each has clips x crops views)")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--workers", type=int, default=data.default_workers(),
+                   help="data loader processes (default: the CPU cores this process may use)")
     p.add_argument("--output", default=None, help="where results.json/.md go (default: the first checkpoint's "
                    "folder, or runs/zero-shot-clip-<dataset>)")
     a = p.parse_args(argv)
