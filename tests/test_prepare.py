@@ -15,6 +15,7 @@ import torch
 from torchvision import tv_tensors
 
 import data
+import evaluate
 import prepare
 import train
 import video
@@ -150,7 +151,7 @@ def test_split_augmentation_equals_the_one_clip_pipeline():
 MOTIONS = {"ApplyEyeMakeup": 2, "Archery": 3, "Basketball": 4, "Biking": 5}
 
 
-def synthetic_ucf101(root, train_groups=16, test_groups=8, frames=16, size=64):
+def synthetic_ucf101(root, train_groups=32, test_groups=8, frames=16, size=64):
     """data.synthetic_clip clips written as real MPEG-4 AVIs in UCF101's layout: one clip per group and class;
     groups 1..test_groups are the split's test set."""
     lists, train_lines, test_lines = os.path.join(root, "ucfTrainTestlist"), [], []
@@ -178,18 +179,22 @@ def synthetic_ucf101(root, train_groups=16, test_groups=8, frames=16, size=64):
 
 
 def test_accuracy_is_the_same_on_the_prepared_copy(tmp_path):
+    """Trained with train.py on the prepared copy, evaluated with evaluate.py on the copy and on the original:
+    the same model, so any difference is what the re-encoding changed."""
     original, copy = str(tmp_path / "ucf101"), str(tmp_path / "ucf101-256")
     synthetic_ucf101(original)
     result = prepare.prepare("ucf101", original, copy, workers=1, log=lambda m: None)
-    assert len(result["converted"]) == 4 * 24 and not result["failed"]
+    assert len(result["converted"]) == 4 * 40 and not result["failed"]
+    run_dir = tmp_path / "run"
+    train.main(["--dataset", "ucf101", "--data-root", copy, "--protocol", "full", "--clip", "random-tiny",
+                "--frames", "4", "--rank", "8", "--blocks", "1-4", "--temporal", "conv", "--lr", "1e-2",
+                "--scale", "0.03", "--alpha", "0", "--batch-size", "8", "--epochs", "8", "--warmup-epochs", "1",
+                "--eval-every", "0", "--clips", "1", "--crops", "1", "--workers", "0", "--output", str(run_dir)])
     top1 = {}
-    for name, root in (("original", original), ("prepared", copy)):
-        out = tmp_path / f"run-{name}"
-        train.main(["--dataset", "ucf101", "--data-root", root, "--protocol", "full", "--clip", "random-tiny",
-                    "--frames", "4", "--rank", "8", "--blocks", "1-4", "--temporal", "conv", "--lr", "1e-2",
-                    "--scale", "0.03", "--alpha", "0", "--batch-size", "8", "--epochs", "12", "--warmup-epochs", "1",
-                    "--eval-every", "0", "--clips", "1", "--crops", "1", "--workers", "0", "--output", str(out)])
-        top1[name] = json.loads((out / "results.json").read_text())["top1"]
-    print(f"\ntop-1 on 32 test videos, original {top1['original']:.1f} / prepared {top1['prepared']:.1f}")
-    assert min(top1.values()) >= 50, top1  # learnt something (chance: 25%)
-    assert abs(top1["original"] - top1["prepared"]) <= 12.5, top1  # within 4 of the 32 test videos
+    for name, root in (("prepared", copy), ("original", original)):
+        evaluate.main(["--checkpoint", str(run_dir), "--data-root", root, "--clips", "1", "--crops", "1",
+                       "--workers", "0", "--output", str(tmp_path / f"eval-{name}")])
+        top1[name] = json.loads((tmp_path / f"eval-{name}" / "results.json").read_text())["top1"]
+    print(f"\ntop-1 on 32 test videos: prepared copy {top1['prepared']:.1f}, original {top1['original']:.1f}")
+    assert top1["prepared"] >= 40, top1  # learnt something (chance: 25%)
+    assert abs(top1["original"] - top1["prepared"]) <= 100 * 2 / 32, top1  # at most 2 of the 32 videos differ
