@@ -607,9 +607,9 @@ def loader_worker(name, args):
             for _ in range(timed_batches):
                 w0 = time.perf_counter()
                 (clips, params), _ = next(it)
+                waited += time.perf_counter() - w0  # the step could not start: no batch was ready
                 videos = data.photometric(clips.to(device, non_blocking=True), params)
                 sync(device)
-                waited += time.perf_counter() - w0
                 n += len(videos)
                 time.sleep(step_s)  # the training step: the GPU works while the workers decode
             total = time.perf_counter() - t0

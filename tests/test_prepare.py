@@ -15,9 +15,7 @@ import torch
 from torchvision import tv_tensors
 
 import data
-import evaluate
 import prepare
-import train
 import video
 from video_fixtures import full_decode, ucf101_tree, write_video
 
@@ -73,16 +71,18 @@ def test_prepare_copies_the_layout_skips_broken_and_resumes(ucf, tmp_path):
     assert f"converted 0, skipped {total - 2} (already done), failed 2" in second.stdout
 
 
-def test_prepare_user_errors_are_one_line(ucf, tmp_path):
+def test_prepare_user_errors_are_one_line(ucf, tmp_path, capsys):
     root = ucf[0]
     for args in (["--dataset", "ucf101", "--data-root", str(tmp_path / "absent"), "--output", str(tmp_path / "o")],
                  ["--dataset", "ucf101", "--data-root", root, "--output", os.path.join(root, "copy")],
                  ["--dataset", "hmdb51", "--data-root", root, "--output", str(tmp_path / "o")],
-                 ["--dataset", "ucf101", "--data-root", root]):
-        result = run("prepare.py", *args)
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert not os.path.exists(os.path.join(root, "copy"))
+                 ["--dataset", "ucf101", "--data-root", root],
+                 ["--dataset", "nope", "--data-root", root, "--output", str(tmp_path / "o")]):
+        with pytest.raises(SystemExit) as exit_status:
+            prepare.main(args)
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert exit_status.value.code == 2 and len(lines) == 1 and lines[0].startswith("error:"), (args, lines)
+    assert not os.path.exists(os.path.join(root, "copy")) and not os.path.exists(tmp_path / "o")
 
 
 def test_frame_folders_are_read_where_videos_were(ucf, tmp_path):
@@ -151,7 +151,7 @@ def test_split_augmentation_equals_the_one_clip_pipeline():
 MOTIONS = {"ApplyEyeMakeup": 2, "Archery": 3, "Basketball": 4, "Biking": 5}
 
 
-def synthetic_ucf101(root, train_groups=32, test_groups=8, frames=16, size=64):
+def synthetic_ucf101(root, train_groups=16, test_groups=8, frames=16, size=64):
     """data.synthetic_clip clips written as real MPEG-4 AVIs in UCF101's layout: one clip per group and class;
     groups 1..test_groups are the split's test set."""
     lists, train_lines, test_lines = os.path.join(root, "ucfTrainTestlist"), [], []
@@ -178,23 +178,34 @@ def synthetic_ucf101(root, train_groups=32, test_groups=8, frames=16, size=64):
         f.writelines(line.split()[0] + "\r\n" for line in test_lines)
 
 
+def motion_features(dataset):
+    """(N, (T-1) r^2) frame differences of the mean of the colour channels, and (N,) labels, of every item."""
+    feats, labels = [], []
+    for i in range(len(dataset)):
+        clip, label = dataset[i]                                    # (T, 3, r, r)
+        gray = clip.mean(1)                                         # (T, r, r)
+        feats.append((gray[1:] - gray[:-1]).flatten())
+        labels.append(label)
+    return torch.stack(feats), torch.tensor(labels)
+
+
 def test_accuracy_is_the_same_on_the_prepared_copy(tmp_path):
-    """Trained with train.py on the prepared copy, evaluated with evaluate.py on the copy and on the original:
-    the same model, so any difference is what the re-encoding changed."""
+    """A nearest-class-mean classifier of frame differences, fitted on the prepared copy's training videos, tests
+    the same on the original test videos as on their prepared copies. (An MSTA on the random-tiny backbone needs
+    thousands of steps, minutes, to learn these motions through the training augmentation; this model learns
+    them in one pass and sees every pixel that changed.)"""
     original, copy = str(tmp_path / "ucf101"), str(tmp_path / "ucf101-256")
     synthetic_ucf101(original)
     result = prepare.prepare("ucf101", original, copy, workers=1, log=lambda m: None)
-    assert len(result["converted"]) == 4 * 40 and not result["failed"]
-    run_dir = tmp_path / "run"
-    train.main(["--dataset", "ucf101", "--data-root", copy, "--protocol", "full", "--clip", "random-tiny",
-                "--frames", "4", "--rank", "8", "--blocks", "1-4", "--temporal", "conv", "--lr", "1e-2",
-                "--scale", "0.03", "--alpha", "0", "--batch-size", "8", "--epochs", "8", "--warmup-epochs", "1",
-                "--eval-every", "0", "--clips", "1", "--crops", "1", "--workers", "0", "--output", str(run_dir)])
+    assert len(result["converted"]) == 4 * 24 and not result["failed"]
+    fit = data.build_dataset("ucf101", copy, "full", train=True, resolution=32, num_frames=8)
+    fit = data.VideoDataset("ucf101", fit.items, fit.classnames, num_frames=8, train=False, resolution=32)
+    x, y = motion_features(fit)
+    means = torch.nn.functional.normalize(torch.stack([x[y == c].mean(0) for c in range(len(MOTIONS))]), dim=1)
     top1 = {}
     for name, root in (("prepared", copy), ("original", original)):
-        evaluate.main(["--checkpoint", str(run_dir), "--data-root", root, "--clips", "1", "--crops", "1",
-                       "--workers", "0", "--output", str(tmp_path / f"eval-{name}")])
-        top1[name] = json.loads((tmp_path / f"eval-{name}" / "results.json").read_text())["top1"]
+        x, y = motion_features(data.build_dataset("ucf101", root, "full", train=False, resolution=32, num_frames=8))
+        top1[name] = 100 * ((torch.nn.functional.normalize(x, dim=1) @ means.T).argmax(1) == y).float().mean().item()
     print(f"\ntop-1 on 32 test videos: prepared copy {top1['prepared']:.1f}, original {top1['original']:.1f}")
-    assert top1["prepared"] >= 40, top1  # learnt something (chance: 25%)
+    assert top1["prepared"] >= 60, top1  # it learnt the motions (chance: 25%)
     assert abs(top1["original"] - top1["prepared"]) <= 100 * 2 / 32, top1  # at most 2 of the 32 videos differ
