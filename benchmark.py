@@ -15,8 +15,11 @@ speed and memory do not depend on the values) and measures, on one device in one
   4. ablation   the MSTA few-shot step with its four efficiency measures off, all together and one at a time
   5. inference  clips/s with the class text features cached, single view and UCF101's 5 x 3 views
   6. data       data.read_frames on the 8 test-sampled frames of a 10-s 340x256 30-fps video (written here with
-                PyAV) vs decoding every frame; clips/s of reading plus the training transform in one single-threaded
-                process, i.e. per DataLoader worker
+                PyAV) vs decoding every frame; clips per CPU-second of one pinned single-threaded process (per
+                DataLoader worker core) for (a) reading plus the whole training transform, (b) the same on the
+                video's prepare.py copy, (c) (b) with the photometric half deferred to the training device, and
+                the pictures each decodes (issue 13's targets: (c) >= 3x (a), (b) <= 1/4 of (a)'s pictures);
+                then the loader as train.py builds it with all cores, beside the training step's clips/s on a GPU
 The batch is random pixels (CPU: 2 videos, GPU: 32) x T = 8 frames; the text is UCF101's: 101 prompts "a video of
 {class}." and 2 spatial + 2 temporal descriptions per class, their features computed once (as train.py does).
 Precision as train.py: bf16 autocast on a GPU, fp32 on the CPU. Times are medians of --steps timed steps after

@@ -181,11 +181,14 @@ def plan(root, output, frames):
     return videos, files
 
 
-def copy_files(files):
-    """Copy the non-video files (lists, labels) unless an identical copy is there; atomically."""
+def copy_files(files, log):
+    """Copy the non-video files (lists, labels) that are not there yet, atomically. A file already there is never
+    overwritten (it may be the user's); one that differs from its source is named."""
     copied = 0
     for src, dst in files:
-        if os.path.isfile(dst) and filecmp.cmp(src, dst, shallow=False):
+        if os.path.exists(dst):
+            if not (os.path.isfile(dst) and filecmp.cmp(src, dst, shallow=False)):
+                log(f"kept {dst}: it differs from {src} (delete it to copy the source's again)")
             continue
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         shutil.copyfile(src, dst + ".part")
@@ -210,7 +213,7 @@ def prepare(dataset, root, output, short_side=256, gop=GOP, crf=CRF, frames=Fals
     tmp_dir = os.path.join(output, TMP)
     shutil.rmtree(tmp_dir, ignore_errors=True)  # what a killed run left half-written
     os.makedirs(tmp_dir)
-    copied = copy_files(files)
+    copied = copy_files(files, log)
     opts = dict(short_side=short_side, gop=gop, crf=crf, frames=frames)
     todo = [(rel, src, dst, os.path.join(tmp_dir, f"{k}" + ("" if frames else ".mp4")), opts)
             for k, (rel, src, dst) in enumerate(videos) if not os.path.exists(dst)]
@@ -224,10 +227,12 @@ def prepare(dataset, root, output, short_side=256, gop=GOP, crf=CRF, frames=Fals
         for k, (rel, status, message) in enumerate(pool.imap_unordered(convert, todo), 1):
             result[status].append(rel if status == "converted" else (rel, message))
             rate = k / (time.time() - t0)
+            eta = evaluate.hms((len(todo) - k) / rate)
             progress.progress(f"[{k}/{len(todo)}] converted {len(result['converted'])} failed "
-                              f"{len(result['failed'])}  {rate:.1f} videos/s  ETA {evaluate.hms((len(todo) - k) / rate)}")
+                              f"{len(result['failed'])}  {rate:.1f} videos/s  ETA {eta}")
     shutil.rmtree(tmp_dir, ignore_errors=True)
-    progress("")
+    if progress.tty:
+        print()  # end the rewritten progress line
     for rel, why in result["failed"]:
         log(f"failed: {rel}: {why}")
     log(f"done in {time.time() - t0:.0f} s: converted {len(result['converted'])}, skipped {len(result['skipped'])} "
