@@ -16,6 +16,7 @@ from torchvision import tv_tensors
 
 import data
 import prepare
+import train
 import video
 from video_fixtures import full_decode, ucf101_tree, write_video
 
@@ -209,3 +210,16 @@ def test_accuracy_is_the_same_on_the_prepared_copy(tmp_path):
     print(f"\ntop-1 on 32 test videos: prepared copy {top1['prepared']:.1f}, original {top1['original']:.1f}")
     assert top1["prepared"] >= 60, top1  # it learnt the motions (chance: 25%)
     assert abs(top1["original"] - top1["prepared"]) <= 100 * 2 / 32, top1  # at most 2 of the 32 videos differ
+
+
+def test_persistent_workers_train_exactly_as_one_process(ucf, tmp_path):
+    """Two persistent loader workers (uint8 clips, photometric half in the main process) give bit-identical
+    adapters to loading in the main process: every epoch's draws reach the workers with the indices."""
+    weights = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"workers{workers}"
+        train.main(["--dataset", "ucf101", "--data-root", ucf[0], "--shots", "2", "--clip", "random-tiny",
+                    "--blocks", "1-2", "--rank", "8", "--frames", "4", "--batch-size", "2", "--epochs", "3",
+                    "--eval-every", "0", "--clips", "1", "--crops", "1", "--workers", workers, "--output", str(out)])
+        weights.append(torch.load(out / "checkpoint.pt", weights_only=True)["adapters"])
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
