@@ -406,7 +406,7 @@ def photometric(videos, params, mean=CLIP_MEAN, std=CLIP_STD):
     """The photometric half of training augmentation, batched, on whatever device `videos` is on:
     uint8 (B, T, 3, H, W) and params (B, PHOTOMETRIC_PARAMS) from Photometric.draw -> float (B, T, 3, H, W):
     to [0, 1], colour jitter, grayscale, normalisation with the model's mean/std."""
-    if videos.device.type == "cpu" and len(videos) > 1:  # clip by clip stays in the CPU's caches (~4x faster)
+    if videos.device.type == "cpu" and len(videos) > 1:  # clip by clip stays in the CPU caches (3.6x faster, 32 clips)
         return torch.cat([photometric(v, p, mean, std) for v, p in zip(videos.split(1), params.split(1))])
     x = videos.to(torch.float32).mul_(1 / 255)  # torchvision's ToDtype(float32, scale=True), the same numbers
     x = apply_jitter(x, params)
