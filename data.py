@@ -5,9 +5,11 @@ a synthetic motion dataset that needs no download, and "folder": your own videos
                   views=(1, 1), mean=CLIP_MEAN, std=CLIP_STD, **lists) -> Dataset of (video, label)
 
 video is float (T, 3, H, W) normalised with the model's mean/std (default CLIP's), or (V, T, 3, H, W) for a
-multi-view test (V = temporal clips x spatial crops, clip-major); label is an int. Every dataset has .classnames
-(the class-name text prompts and descriptions are keyed by) and .skipped (videos it could not serve). Decoding,
-frame sampling and the clip transforms are in video.py.
+multi-view test (V = temporal clips x spatial crops, clip-major); label is an int. With defer_photometric=True
+(train.py) a training video is (uint8 (T, 3, H, W), its photometric parameters) instead, and the caller applies
+video.photometric to the batch on its device (see video.py). Every dataset has .classnames (the class-name text
+prompts and descriptions are keyed by) and .skipped (videos it could not serve). Decoding, frame sampling and
+the clip transforms are in video.py.
 
 Protocols, as ViFi-CLIP (Rasheed et al., CVPR 2023) publishes them and MSTA's paper evaluates them:
   few-shot    K shots per class drawn with `seed` from the training list of official split `split` (1 in the
@@ -40,8 +42,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 # Reading one video (decoding, frame sampling, transforms) lives in video.py; the interface names are re-exported.
-from video import (CLIP_MEAN, CLIP_STD, FRAME_FILE, VIDEO_EXTENSIONS, TestTransform, VideoError,  # noqa: F401
-                   open_video, read_frames, sample_indices, train_transform, video_length)
+from video import (CLIP_MEAN, CLIP_STD, FRAME_FILE, VIDEO_EXTENSIONS, PHOTOMETRIC_PARAMS, TestTransform,  # noqa: F401
+                   VideoError, WorkerTransform, no_photometric, open_video, photometric, read_frames,
+                   sample_indices, train_transform, video_length)
 
 log = logging.getLogger(__name__)
 DATASETS = {"ucf101": "ucf101", "ucf": "ucf101", "hmdb51": "hmdb51", "hmdb": "hmdb51", "kinetics400": "kinetics400",
@@ -118,11 +121,15 @@ class VideoDataset(Dataset):
     """
 
     def __init__(self, name, items, classnames, num_frames=8, train=True, resolution=224, views=(1, 1), flip=True,
-                 missing=0, mean=CLIP_MEAN, std=CLIP_STD):
+                 missing=0, mean=CLIP_MEAN, std=CLIP_STD, defer_photometric=False):
         self.name, self.items, self.classnames, self.missing = name, items, list(classnames), missing
         self.num_frames, self.train, self.views = num_frames, train, (1, 1) if train else tuple(views)
-        self.transform = (train_transform(resolution, flip, mean, std) if train
-                          else TestTransform(resolution, self.views[1], mean, std))
+        if not train:
+            self.transform = TestTransform(resolution, self.views[1], mean, std)
+        elif defer_photometric:  # the worker returns (uint8 clip, photometric params), see video.WorkerTransform
+            self.transform = WorkerTransform(resolution, flip)
+        else:
+            self.transform = train_transform(resolution, flip, mean, std)
         self._broken = multiprocessing.RawArray("b", max(len(items), 1))  # inherited by forked/spawned workers
         self._by_class = defaultdict(list)
         for i, (_, label) in enumerate(items):
@@ -154,7 +161,7 @@ class VideoDataset(Dataset):
         raise RuntimeError(f"{self.name}: 100 videos in a row failed to decode (last: {path}); is the data readable?")
 
     def load(self, path):
-        """float (T, 3, r, r), or (V, T, 3, r, r) for a multi-view test."""
+        """float (T, 3, r, r), or (V, T, 3, r, r) for a multi-view test; deferred: (uint8 clip, params)."""
         clips, crops = self.views
         offsets = [None] if self.train else [(n + 0.5) / clips for n in range(clips)]
 
@@ -388,7 +395,8 @@ def class_names(name, root=None, **lists):
 
 
 def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_frames=8, train=True,
-                  resolution=224, views=(1, 1), subset=None, flip=None, mean=CLIP_MEAN, std=CLIP_STD, **lists):
+                  resolution=224, views=(1, 1), subset=None, flip=None, mean=CLIP_MEAN, std=CLIP_STD,
+                  defer_photometric=False, **lists):
     """A Dataset for one side (train=True/False) of a protocol; see the module docstring for the protocols.
 
     split: official split 1-3 (UCF101/HMDB51 lists; the K600 zero-shot class split; 1 in published few-shot and
@@ -397,6 +405,7 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
     resolution, mean, std: the model's input size and pixel normalisation (train.py reads them from the model).
     views=(clips, crops) for testing.
     flip: horizontal flips in training; None means all datasets but SSv2 (pass False for SSv2 given as lists).
+    defer_photometric: training items are (uint8 clip, photometric params) for video.photometric on the batch.
     lists: train_list=, test_list=, labels_csv= for name="list" (paths relative to root); for base2novel also
     novel_list=, novel_labels_csv=, the novel test set with its own label list. ViFi-CLIP publishes exactly these:
     fs_base_s{1,2,3}_train.txt (the three seeds' 16-shot draws, used as they are: no shots are drawn from a list
@@ -420,7 +429,8 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
         if name == "list" and half == "novel":  # the novel classes' own test list and label CSV
             lists = dict(lists, test_list=lists.get("novel_list"), labels_csv=lists.get("novel_labels_csv"))
     if name == "synthetic":
-        return SyntheticMotion(shots, seed, num_frames, train, resolution, views, half, mean, std)
+        return SyntheticMotion(shots, seed, num_frames, train, resolution, views, half, mean, std,
+                               defer_photometric=defer_photometric and train)
     classes, items, videos = _read(name, root, split, "train" if train else "test", lists)
     subset = range(len(classes))
     if half is not None and name != "list":  # (a list holds its half's classes only, labelled by its own CSV)
@@ -453,7 +463,23 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
         items = draw_shots([(p, label) for p, label in items if p not in test], shots, seed, classnames)
     flip = name != "ssv2" if flip is None else flip  # SSv2 labels say left/right: never mirror them
     return VideoDataset(name, items, classnames, num_frames, train, resolution, views, flip=flip, missing=missing,
-                        mean=mean, std=std)
+                        mean=mean, std=std, defer_photometric=defer_photometric)
+
+
+def usable_cores():
+    """CPUs this process may run on (its affinity mask: a container's or a scheduler's share, which taskset
+    narrows too, rather than the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity mask
+        return os.cpu_count() or 1
+
+
+def default_workers():
+    """Loader worker processes: the cores this process may use, shared between the processes torchrun starts per
+    node (evaluate.choose_threads then gives the model what the workers leave)."""
+    cores = usable_cores()
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def seed_everything(seed):
@@ -523,13 +549,14 @@ class SyntheticMotion(Dataset):
     no flips, which would swap left and right. A multi-view test repeats the clip V times."""
 
     def __init__(self, shots=None, seed=0, num_frames=8, train=True, resolution=224, views=(1, 1), half=None,
-                 mean=CLIP_MEAN, std=CLIP_STD):
+                 mean=CLIP_MEAN, std=CLIP_STD, defer_photometric=False):
         self.ids = [c for c in range(len(SYNTHETIC_CLASSES)) if half is None or (c % 2 == 1) == (half == "base")]
         self.classnames = [SYNTHETIC_CLASSES[c] for c in self.ids]
         self.per_class = (shots or SYNTHETIC_TRAIN_PER_CLASS) if train else SYNTHETIC_TEST_PER_CLASS
         self.seed, self.num_frames, self.train, self.resolution = seed, num_frames, train, resolution
         self.views, self.skipped, self.name = 1 if train else views[0] * views[1], 0, "synthetic"
         self.normalise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+        self.defer = defer_photometric  # then items are (uint8 clip, parameters of no jitter and no grayscale)
 
     def __len__(self):
         return self.per_class * len(self.ids)
@@ -542,5 +569,7 @@ class SyntheticMotion(Dataset):
         clip = synthetic_clip(self.ids[label], generator, self.num_frames, size, self.train)  # (T, 3, size, size)
         if size != self.resolution:
             clip = v2.functional.resize(clip, [self.resolution, self.resolution])
+        if self.defer:  # video.photometric with these parameters is exactly self.normalise
+            return (clip, no_photometric()), label
         video = self.normalise(clip)  # (T, 3, r, r)
         return (video if self.views == 1 else video.expand(self.views, *video.shape)), label

@@ -98,14 +98,6 @@ class Logger:
             self.last = time.time()
 
 
-def usable_cores():
-    """CPUs this process may run on (its affinity mask: a container's or a scheduler's share, not the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no affinity masks
-        return os.cpu_count() or 1
-
-
 def choose_threads(workers, requested=None):
     """Set and return torch's intra-op thread count (--threads overrides).
 
@@ -121,7 +113,7 @@ def choose_threads(workers, requested=None):
         return requested
     if os.environ.get("OMP_NUM_THREADS"):  # the user (or a job scheduler) already chose: keep torch's reading
         return torch.get_num_threads()
-    cores = max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    cores = max(1, data.usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     reserved = workers if torch.cuda.is_available() else min(workers, cores // 2)
     threads = max(1, cores - reserved)
     torch.set_num_threads(threads)
@@ -454,7 +446,8 @@ def parse_args(argv=None):
                    "the published test; 1 for synthetic and folder)")
     p.add_argument("--batch-size", type=at_least(1), default=8, help="videos per test batch (each has clips x "
                    "crops views)")
-    p.add_argument("--workers", type=at_least(0), default=min(8, os.cpu_count() or 1), help="data loader processes")
+    p.add_argument("--workers", type=at_least(0), default=data.default_workers(),
+                   help="data loader processes (default: the CPU cores this process may use)")
     p.add_argument("--threads", type=at_least(1), default=None, help="torch threads (default: the cores this "
                    "process may use minus the loader's share, see choose_threads)")
     p.add_argument("--output", default=None, help="where results.json/.md go (default: see below)")

@@ -56,6 +56,7 @@ PROTOCOL_ROWS = ("few-shot", "base2novel", "zero-shot", "full")
 NAME_EXTRAS = (("frames", "f"), ("epochs", "ep"), ("warmup_epochs", "warm"), ("batch_size", "bs"), ("lr", "lr"),
                ("min_lr", "minlr"), ("weight_decay", "wd"), ("scale", "scale"), ("alpha", "alpha"),
                ("num_descriptions", "desc"), ("precision", ""))
+PREFETCH = 4  # batches each loader worker keeps ready (torch's default is 2); measured: see README "Performance"
 
 
 UsageError = evaluate.UsageError  # a problem the user can fix from the command line: one line, exit status 2
@@ -143,7 +144,8 @@ def parse_args(argv=None):
                    f"warm-up, then cosine decay to --min-lr (default: 1e-3, the paper's; {synthetic('lr')})")
     p.add_argument("--min-lr", type=float, default=1e-5)
     p.add_argument("--weight-decay", type=float, default=1e-3)
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="data loader processes")
+    p.add_argument("--workers", type=int, default=data.default_workers(),
+                   help="data loader processes (default: the CPU cores this process may use)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores this process may "
                    "use minus the loader workers' share; see evaluate.choose_threads)")
     p.add_argument("--precision", default=None, choices=("bf16", "fp16", "fp32"),
@@ -275,10 +277,12 @@ def lr_at(step, args, steps_per_epoch):
 def training_set(args, resolution, mean=data.CLIP_MEAN, std=data.CLIP_STD):
     """The protocol's training videos, at the model's resolution and pixel normalisation. Flips for every dataset
     but SSv2, whose labels say left and right, also when SSv2 comes as list files (data.py cannot tell from the
-    lists)."""
+    lists). Workers return uint8 clips and their photometric draws; the photometric half (with mean/std) runs
+    batched on the training device (train.py's loop)."""
     return data.build_dataset(evaluate.reader(args), args.data_root, args.protocol, args.split, shots=args.shots,
                               seed=args.seed, num_frames=args.frames, train=True, resolution=resolution,
-                              flip=args.dataset != "ssv2", mean=mean, std=std, **evaluate.lists(args))
+                              flip=args.dataset != "ssv2", mean=mean, std=std, defer_photometric=True,
+                              **evaluate.lists(args))
 
 
 def load_descriptions(args, classnames):
@@ -307,25 +311,28 @@ class GlobalBatches(torch.utils.data.Sampler):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch))
         for b in range(len(self)):
             start = b * self.global_batch + self.rank * self.local
-            yield order[start:start + self.local].tolist()
+            # The epoch travels with each index: persistent workers keep their own copy of the dataset, so an
+            # epoch set on it in the main process would never reach them.
+            yield [(self.epoch, i) for i in order[start:start + self.local].tolist()]
 
     def __len__(self):
         return self.n // self.global_batch
 
 
 class SeededItems(torch.utils.data.Dataset):
-    """Seeds every random draw of item i (frame offsets, crops, flips, colour jitter) from (seed, epoch, i).
-    An item is then the same whichever worker or process loads it, which is what makes --resume exact and
-    multi-GPU runs equal to one-GPU runs."""
+    """Seeds every random draw of item i (frame offsets, crops, flips, colour jitter) from (seed, epoch, i); the
+    key is (epoch, i), as GlobalBatches yields it. An item is then the same whichever worker or process loads it,
+    which is what makes --resume exact and multi-GPU runs equal to one-GPU runs."""
 
     def __init__(self, dataset, seed):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
+        self.dataset, self.seed = dataset, seed
 
     def __len__(self):
         return len(self.dataset)
 
-    def __getitem__(self, i):
-        data.seed_everything(hash((self.seed, self.epoch, i)) % 2**31)
+    def __getitem__(self, key):
+        epoch, i = key
+        data.seed_everything(hash((self.seed, epoch, i)) % 2**31)
         return self.dataset[i]
 
 
@@ -432,8 +439,10 @@ def main(argv=None):
     _INTERRUPTED = resume_hint(args, argv, 0)
     items = SeededItems(train_set, args.seed)
     sampler = GlobalBatches(len(train_set), args.batch_size, args.seed, rank, world)
+    # Persistent workers: no worker start-up (and dataset copy) at every epoch. PREFETCH: see its comment.
     loader = torch.utils.data.DataLoader(items, batch_sampler=sampler, num_workers=args.workers,
-                                         pin_memory=device.type == "cuda", persistent_workers=False)
+                                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
+                                         prefetch_factor=PREFETCH if args.workers > 0 else None)
 
     # ---- model and text: class prompts, and the frozen description features, computed once --------------------
     if args.clip.startswith("random-"):
@@ -480,10 +489,13 @@ def main(argv=None):
     eta_from = None  # (time, step) where the ETA's clock starts
     for epoch in range(start_epoch, args.epochs):
         model.train()
-        sampler.epoch = items.epoch = epoch
+        sampler.epoch = epoch
         seen, loss_sum, correct, t_epoch = 0, 0.0, 0, time.time()
-        for videos, labels in loader:
-            videos, labels = videos.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        for (clips, params), labels in loader:
+            # uint8 (B, T, 3, H, W) crosses to the device (4x fewer bytes than float32), then the batched
+            # photometric half of the augmentation runs there with each clip's own draws.
+            clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            videos = data.photometric(clips, params, model.clip.mean, model.clip.std)  # float (B, T, 3, H, W)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, args, steps_per_epoch)
             with autocast:

@@ -32,7 +32,7 @@ def test_quick_run_writes_every_field(tmp_path):
     r = json.loads(out.read_text())
     assert r["settings"]["model"] == "random-tiny" and r["settings"]["classes"] == 101
     assert r["ceiling"]["fp32"]["flops_per_s"] > 0
-    assert list(r["train"]) == [k for k in benchmark.WORKERS if k not in ("infer", "data")]
+    assert list(r["train"]) == [k for k in benchmark.WORKERS if k not in ("infer", "data", "loader")]
     for name, row in r["train"].items():
         assert all(k in row for k in TRAIN_FIELDS), name
         assert row["time_s"] > 0 and row["flops"] > 0 and row["peak_bytes"] is not None
@@ -48,6 +48,14 @@ def test_quick_run_writes_every_field(tmp_path):
     time_ratio = r["train"]["msta-few-shot"]["time_s"] / r["train"]["full-ft"]["time_s"]
     assert r["targets"][0]["value"] == pytest.approx(time_ratio)
     assert r["targets"][0]["passed"] == (time_ratio <= benchmark.TARGETS["time"])
+    # Issue 13: the three pipelines per worker core, their decoded pictures, the loader, and the two targets.
+    for key in "abc":
+        assert d["pipelines"][key]["clips_per_s"] > 0 and d["pipelines"][key]["decoded_per_clip"] > 0
+    assert d["pipelines"]["b"]["decoded_per_clip"] == d["pipelines"]["c"]["decoded_per_clip"]
+    assert d["pipelines"]["b"]["decoded_per_clip"] < d["pipelines"]["a"]["decoded_per_clip"]
+    assert r["loader"]["clips_per_s"] > 0 and set(r["loader"]["wait_share"]) == {"2", "4", "8"}
+    assert [t["name"] for t in r["data_targets"]] == ["pipeline_speedup", "decoded_pictures"]
+    assert all(isinstance(t["passed"], bool) and t["value"] > 0 for t in r["data_targets"])
 
 
 def test_worker_answers_with_one_json_line(tmp_path):

@@ -121,7 +121,7 @@ def test_both_formats_load_to_the_same_model(checkpoints, monkeypatch):
         warnings.simplefilter("ignore")  # torch.load refuses them under weights_only=True
         torch.load(ts_path, weights_only=True)
     monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("TorchScript must not be run"))
-    (m_ts, pre), (m_sd, _) = clip.load(ts_path), clip.load(str(sd_path))
+    (m_ts, _), (m_sd, _) = clip.load(ts_path), clip.load(str(sd_path))
     images, tokens = inputs()
     for m in (m_ts, m_sd):
         assert not m.training and all(p.dtype == torch.float32 for p in m.parameters())

@@ -290,7 +290,7 @@ def test_threads_rule(monkeypatch):
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-        monkeypatch.setattr(evaluate, "usable_cores", lambda: 8)
+        monkeypatch.setattr(evaluate.data, "usable_cores", lambda: 8)
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
         assert evaluate.choose_threads(0) == 8 and torch.get_num_threads() == 8
         assert evaluate.choose_threads(2) == 6
