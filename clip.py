@@ -170,6 +170,22 @@ def _causal_mask(n):
     return torch.full((n, n), float("-inf")).triu(1)
 
 
+def init_weights(text, towers):
+    """OpenAI's initialisation of a CLIP-like model: `text` holds token_embedding, positional_embedding and
+    text_projection; `towers` are the Transformers whose blocks get GPT-2's depth-scaled scheme (viclip.py too)."""
+    nn.init.normal_(text.token_embedding.weight, std=0.02)
+    nn.init.normal_(text.positional_embedding, std=0.01)
+    nn.init.normal_(text.text_projection, std=text.transformer.width ** -0.5)
+    for tower in towers:
+        attn_std = tower.width ** -0.5
+        proj_std = attn_std * (2 * tower.layers) ** -0.5  # GPT-2: residual branches shrink with depth
+        for block in tower.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=(2 * tower.width) ** -0.5)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+
+
 class CLIP(nn.Module):
     """Image encoder, text encoder and the learned temperature of CLIP's contrastive logits (sec. 2.3, Fig. 3).
 
@@ -198,17 +214,7 @@ class CLIP(nn.Module):
     def _init_weights(self):
         """OpenAI's initialisation (only build_random keeps it: loading overwrites every tensor). OpenAI applies
         the block scheme to the text tower only; here both towers get it, which is fine for a random model."""
-        nn.init.normal_(self.token_embedding.weight, std=0.02)
-        nn.init.normal_(self.positional_embedding, std=0.01)
-        nn.init.normal_(self.text_projection, std=self.transformer.width ** -0.5)
-        for tower in (self.visual.transformer, self.transformer):
-            attn_std = tower.width ** -0.5
-            proj_std = attn_std * (2 * tower.layers) ** -0.5  # GPT-2: residual branches shrink with depth
-            for block in tower.resblocks:
-                nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
-                nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
-                nn.init.normal_(block.mlp.c_fc.weight, std=(2 * tower.width) ** -0.5)
-                nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        init_weights(self, (self.visual.transformer, self.transformer))
 
     @property
     def dtype(self):

@@ -143,18 +143,7 @@ class ViCLIP(nn.Module):
 
     def _init_weights(self):
         """CLIP's initialisation (only build_random keeps it: loading overwrites every tensor)."""
-        text = self.text_encoder
-        nn.init.normal_(text.token_embedding.weight, std=0.02)
-        nn.init.normal_(text.positional_embedding, std=0.01)
-        nn.init.normal_(text.text_projection, std=text.transformer.width ** -0.5)
-        for tower in (self.vision_encoder.transformer, text.transformer):
-            attn_std = tower.width ** -0.5
-            proj_std = attn_std * (2 * tower.layers) ** -0.5  # GPT-2: residual branches shrink with depth
-            for block in tower.resblocks:
-                nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
-                nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
-                nn.init.normal_(block.mlp.c_fc.weight, std=(2 * tower.width) ** -0.5)
-                nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        clip.init_weights(self.text_encoder, (self.vision_encoder.transformer, self.text_encoder.transformer))
 
     # The shared backbone interface (see clip.CLIP).
     visual = property(lambda self: self.vision_encoder)
