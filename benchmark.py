@@ -839,15 +839,14 @@ def table(results):
 
 # ---------------------------------------------------------------------------------------------- main
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--output", default="benchmark.json", help="where the JSON results go")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--output", default="benchmark.json", help="where the JSON results go (default: benchmark.json)")
     # CPU default: 2 timed steps, so that a default run stays near 5 minutes on 2 cores (the all-off step alone
     # takes ~20 s there); every step's time is in the JSON, and --steps 3 or more tightens the medians.
     p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default: CPU 2, GPU 10)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: CPU 1, GPU 3)")
     p.add_argument("--batch", type=int, default=None, help="videos per step (default: CPU 2, GPU 32)")
-    p.add_argument("--frames", type=int, default=8, help="frames per video T")
+    p.add_argument("--frames", type=int, default=8, help="frames per video T (default: 8)")
     p.add_argument("--precision", default=None, choices=("bf16", "fp32"),
                    help="autocast dtype of the steps (default as train.py: bf16 on a GPU, fp32 on the CPU)")
     p.add_argument("--quick", action="store_true", help="random-tiny CLIP, 1 warm-up + 1 timed step, a 2-s video, "

@@ -49,6 +49,15 @@ class CheckpointError(Exception):
     """A checkpoint that is missing or unreadable: one line for the user, exit status 2."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" only where X is the real default: not for None (per-protocol values say theirs)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse whose errors are one line (argparse's own prints the whole usage first), exit status 2."""
 

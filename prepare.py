@@ -30,7 +30,6 @@ a reader would find it. Videos are converted by --workers processes. A source th
 truncated, no video stream; "truncated" = fewer than 95% of the frames its container announces decode) is
 listed at the end and counted as failed; the run goes on, and the copy's readers count it as missing.
 """
-import argparse
 import filecmp
 import fractions
 import multiprocessing
@@ -271,7 +270,7 @@ def measure_gop(path, settings=((4, TUNE), (8, None), (8, TUNE), (16, TUNE), (32
 
 
 def main(argv=None):
-    p = evaluate.Parser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = evaluate.Parser(description=__doc__.split("\n")[0], formatter_class=evaluate.HelpFormatter)
     p.add_argument("--dataset", choices=DATASETS, help="the layout to check before converting (any: none)")
     p.add_argument("--data-root", help="the dataset as downloaded (never written to)")
     p.add_argument("--output", help="where the copy goes (a second run skips what is done)")

@@ -79,13 +79,7 @@ def synthetic(key):
     return f"{PROTOCOLS['synthetic'][key]} for --dataset synthetic"
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows "(default: X)" only where X is the real default: not for None (per-protocol values say theirs)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
+HelpFormatter = evaluate.HelpFormatter  # "(default: X)" only where X is the real default
 
 
 def parse_args(argv=None):
