@@ -23,7 +23,6 @@ import time
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 import adapters
 import clip
@@ -218,14 +217,12 @@ class FrozenCLIP(torch.nn.Module):
         self.clip = model.eval()
 
     def encode_video(self, videos):
-        return self.clip.encode_video(videos)  # (B, T, 3, H, W) -> (B, E)
+        return adapters.backbone_video_features(self.clip, videos)  # (B, T, 3, H, W) -> (B, E)
 
     def encode_text(self, tokens):
-        return self.clip.encode_text(tokens)
+        return adapters.backbone_text_features(self.clip, tokens)  # (C, L) -> (C, E)
 
-    def logits(self, video_features, text_features):
-        v, w = F.normalize(video_features.float(), dim=-1), F.normalize(text_features.float(), dim=-1)
-        return self.clip.logit_scale.exp().float() * v @ w.T  # (B, E) @ (E, C) -> (B, C)
+    logits = adapters.MSTA.logits  # exp(logit_scale) * cos, in fp32 also under autocast: MSTA's own head
 
 
 class Shard(torch.utils.data.Sampler):
