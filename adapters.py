@@ -36,7 +36,7 @@ Two token layouts, told by the backbone (token_layout), never guessed from its t
            1 + p*T + t; the video feature is the class token's (no frame mean). The temporal modules mix each patch
            position's T tokens, so the grouped Conv1d over T is exactly the paper's Conv3d with kernel (3, 1, 1);
            the class token, which has no frame axis, gets the spatial path (W_up h) only.
-group_frames/ungroup_frames below are the only code that knows the layouts.
+group_frames/ungroup_frames below are the only code that knows where a layout puts each frame's tokens.
 
 Shape legend: B videos, T frames, N tokens per frame (1 + grid^2), D width, C classes, E embedding,
 L text length, r adapter bottleneck (the rank); joint layout: P patches per frame (grid^2), M = 1 + P*T tokens.
