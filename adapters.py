@@ -15,13 +15,28 @@ For every adapted block j (1-based, inclusive range `blocks`), in both encoders:
     z  = z' + lambda A                           lambda = 0.005
 Video feature = mean over the T frames of the per-frame CLIP image feature; logits = exp(logit_scale) cos(v, w).
 
-Two token layouts, told by the backbone (visual.token_layout), never guessed from its type:
+The backbone contract: MSTA drives any CLIP-like model through these members of the nn.Module it wraps, and
+through nothing else (clip.CLIP and viclip.ViCLIP have them; openclip_backbone.py and hf_backbone.py, each about 25
+lines, give them to open_clip's and Hugging Face's CLIP):
+  token_layout          "frames" or "joint" (below)
+  vision_embed(x)       "frames": images (B*T, 3, H, W) -> (B*T, N, D); "joint": videos (B, T, 3, H, W) -> (B, M, D)
+  vision_blocks         the vision blocks, in order
+  vision_head(z)        (S, N or M, D) -> (S, E): one feature per sequence (S = B*T frames, or B videos)
+  text_embed(tokens)    (C, L) -> (x (C, L', D), mask): mask is what the text blocks take as attn_mask
+  text_blocks           the text blocks, in order
+  text_head(x, tokens)  (C, L', D), (C, L) -> (C, E)
+  logit_scale           log of the logit scale, a tensor (its device is the backbone's)
+  token_embedding       the text token table (nn.Embedding), left out of parameter_counts' total
+Every block is called block(x, attn_mask=mask), the mask a keyword (None in the vision tower), and has block.ln_1,
+its first LayerNorm; a library whose blocks differ wraps them (hf_backbone.py).
+
+Two token layouts, told by the backbone (token_layout), never guessed from its type:
   "frames" (OpenAI CLIP): each frame is its own sequence (B*T, N, D); the frames meet only in the adapters.
   "joint"  (ViCLIP, the paper's backbone): one sequence per video (B, 1 + P*T, D), patch p of frame t at index
            1 + p*T + t; the video feature is the class token's (no frame mean). The temporal modules mix each patch
            position's T tokens, so the grouped Conv1d over T is exactly the paper's Conv3d with kernel (3, 1, 1);
            the class token, which has no frame axis, gets the spatial path (W_up h) only.
-group_frames/ungroup_frames below are the only code that knows the layouts.
+group_frames/ungroup_frames below are the only code that knows where a layout puts each frame's tokens.
 
 Shape legend: B videos, T frames, N tokens per frame (1 + grid^2), D width, C classes, E embedding,
 L text length, r adapter bottleneck (the rank); joint layout: P patches per frame (grid^2), M = 1 + P*T tokens.
@@ -29,6 +44,7 @@ L text length, r adapter bottleneck (the rank); joint layout: P patches per fram
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 class GradScale(torch.autograd.Function):
@@ -81,11 +97,13 @@ def ungroup_frames(x, shape, T, layout="frames"):
 class TemporalAttention(nn.Module):
     """temporal="attn": per token position, single-head attention over the T frames inside the bottleneck.
 
-    Our design (the paper names temporal attention but gives no layout): queries and keys are small projections
-    r -> r/4 of h + a learned temporal position embedding (T, r); the values a low-rank map r -> r/4 -> r of h.
-    W_up that follows serves as the output projection, so there is no other. Cost: T*r + 3*(r*r/4 + r/4) + r*r/4
-    + r parameters per block (68,032 at r = 256, T = 8: 9.49M trainable with r 256 in blocks 1-12, under the
-    paper's 9.5M budget, where a full r x r value map made it 9.88M). Two parts carry frame order: the position
+    This project's own module, not the paper's: the paper's temporal module is a 3-D convolution with kernel
+    (3, 1, 1), TemporalConv below. Queries and keys are small projections r -> r/4 of h + a learned temporal
+    position embedding (T, r); the values a low-rank map r -> r/4 -> r of h. W_up that follows serves as the output
+    projection, so there is no other. Cost: T*r + 3*(r*r/4 + r/4) + r*r/4 + r parameters per block (68,032 at
+    r = 256, T = 8: 9.49M trainable with r 256 in blocks 1-12, 0.78M more than the conv module's 8.71M, the paper's
+    largest count, and 7.6% of ViT-B/16's 124.3M where the paper reports 2-7%; a full r x r value map would make it
+    9.88M). Two parts carry frame order: the position
     embedding (without it attention is permutation-equivariant and the frame-mean would ignore the order) and the
     value map (values = h itself would add the neighbour frame's features in the frame's own feature space, where
     "bright now, dark next" and "dark now, bright next" sum to the same thing). Bidirectional, since the whole clip
@@ -166,14 +184,21 @@ class LayerAdapter(nn.Module):
 class MSTA(nn.Module):
     """A frozen CLIP plus multi-modal spatio-temporal adapters in blocks first..last (1-based, inclusive).
 
-    The defaults are the paper's released few-shot and base-to-novel setting: r = 128 in blocks 8-12, lambda =
-    0.005. The CLIP is kept by reference (not copied) and frozen in place: requires_grad off, always in eval mode.
-    Adapter keys are "adapters.<i>.", i the 0-based index of the CLIP block they sit beside (resblocks.<i>).
+    clip_model is any module with the backbone contract (header). rank, blocks and scale default to the authors'
+    released few-shot and base-to-novel setting (ADAPTER_DIM 128, ADAPTER_START 8, ADAPTER_END 12, ADAPTER_SCALE
+    0.005 in every log of their logs/MSTA/), whose temporal module is the convolution; temporal defaults to "attn",
+    this project's own module. The CLIP is kept by reference (not copied) and frozen in place: requires_grad off,
+    always in eval mode. Adapter keys are "adapters.<i>.", i the 0-based index of the block they sit beside.
+
+    checkpoint_blocks=True (an attribute too, switchable at any time) trades compute for memory: while autograd is
+    on, every block from the first adapted one up runs under torch.utils.checkpoint, so its activations are freed
+    after the forward pass and recomputed in the backward pass (one more forward of those blocks; same gradients).
     """
 
-    def __init__(self, clip_model, num_frames=8, rank=128, blocks=(8, 12), scale=0.005, temporal="attn"):
+    def __init__(self, clip_model, num_frames=8, rank=128, blocks=(8, 12), scale=0.005, temporal="attn",
+                 checkpoint_blocks=False):
         super().__init__()
-        vision_blocks, text_blocks = clip_model.visual.transformer.resblocks, clip_model.transformer.resblocks
+        vision_blocks, text_blocks = clip_model.vision_blocks, clip_model.text_blocks
         depth = min(len(vision_blocks), len(text_blocks))  # one shared layer per index: both encoders need block j
         first, last = blocks
         if not 1 <= first <= last <= depth:
@@ -185,6 +210,7 @@ class MSTA(nn.Module):
             raise ValueError(f"scale={scale}: must be > 0 (the gradient scaling divides by it)")
         self.clip = clip_model.requires_grad_(False).eval()
         self.num_frames, self.rank, self.scale, self.temporal = num_frames, rank, scale, temporal
+        self.checkpoint_blocks = checkpoint_blocks
         self.start, self.stop = first - 1, last  # 0-based python range of the adapted blocks
         # Widths read from the weights, so one code path serves ViT-B/32, B/16 and L/14.
         vision_width, text_width = vision_blocks[0].ln_1.weight.shape[0], text_blocks[0].ln_1.weight.shape[0]
@@ -214,35 +240,31 @@ class MSTA(nn.Module):
     def adapted_blocks(self, z, blocks, adapter, mask=None):
         """Blocks start.. of one encoder: adapted ones add lambda*A, later ones run frozen but with autograd,
         since the adapters' gradients flow back through them. adapter(j, u) runs the adapter of block j."""
-        for j in range(self.start, len(blocks)):
+        def run(j, z):
             block = blocks[j]
-            if j < self.stop:
-                z = scaled_residual(block(z, mask), block.ln_1(z), lambda u: adapter(j, u), self.scale)
-            else:
-                z = block(z, mask)
+            if j >= self.stop:
+                return block(z, attn_mask=mask)
+            return scaled_residual(block(z, attn_mask=mask), block.ln_1(z), lambda u: adapter(j, u), self.scale)
+        recompute = self.checkpoint_blocks and torch.is_grad_enabled()
+        for j in range(self.start, len(blocks)):
+            # Non-reentrant checkpointing: keeps the autocast state for the recomputation and needs no input that
+            # requires grad (the first block's input comes from the no-grad prefix).
+            z = checkpoint(run, j, z, use_reentrant=False) if recompute else run(j, z)
         return z
 
     def encode_video(self, videos):
         """videos (B, T, 3, H, W) -> (B, E), not normalised: the mean of the per-frame image features ("frames"
         layout), or the joint encoder's class-token feature ("joint")."""
-        B, T = videos.shape[:2]
-        visual = self.clip.visual
-        blocks = visual.transformer.resblocks
-        layout = getattr(visual, "token_layout", "frames")
+        T, blocks, layout = videos.shape[1], self.clip.vision_blocks, self.clip.token_layout
         with torch.no_grad():  # nothing below the first adapted block is trained: store no activations
-            if layout == "joint":
-                z = visual.embed(videos)  # (B, T, 3, H, W) -> (B, M, D)
-            else:
-                z = visual.embed(videos.flatten(0, 1))  # (B, T, 3, H, W) -> (B*T, 3, H, W) -> (B*T, N, D)
+            z = embed_video(self.clip, videos)
             for block in blocks[:self.start]:
-                z = block(z)
+                z = block(z, attn_mask=None)
         z = self.adapted_blocks(z, blocks, lambda j, u: self.adapters[str(j)].vision(u, T, layout))
-        if layout == "joint":
-            return visual.head(z)  # (B, M, D) -> (B, E)
-        return visual.head(z).view(B, T, -1).mean(1)  # (B*T, E) -> (B, T, E) -> (B, E)
+        return video_head(self.clip, z, videos.shape[0])
 
     def text_prefix(self, tokens):
-        """Token embedding plus the frozen blocks below the first adapted one: (x (C, L, D), mask (L, L)).
+        """Token embedding plus the frozen blocks below the first adapted one: (x (C, L, D), mask).
 
         It depends only on the tokens, and the class-name tokens are the same every step, so it is cached. The
         key is the tokens' content (not their address, which a new tensor may reuse) plus device and autocast
@@ -254,9 +276,9 @@ class MSTA(nn.Module):
                tuple(tokens.shape), tuple(tokens.flatten().tolist()))
         if key not in self._text_cache:
             with torch.no_grad():
-                x, mask = self.clip.embed_text(tokens)  # (C, L, D), (L, L)
-                for block in self.clip.transformer.resblocks[:self.start]:
-                    x = block(x, mask)
+                x, mask = self.clip.text_embed(tokens)  # (C, L, D), mask (L, L) for a causal text tower
+                for block in self.clip.text_blocks[:self.start]:
+                    x = block(x, attn_mask=mask)
             if len(self._text_cache) >= 8:
                 del self._text_cache[next(iter(self._text_cache))]  # dicts keep insertion order: oldest first
             self._text_cache[key] = (x, mask)
@@ -267,14 +289,14 @@ class MSTA(nn.Module):
         that encodes the descriptions), run without autograd."""
         if not adapted:
             with torch.no_grad():
-                return self.clip.encode_text(tokens)
+                return backbone_text_features(self.clip, tokens)
         x, mask = self.text_prefix(tokens)
-        x = self.adapted_blocks(x, self.clip.transformer.resblocks, lambda j, u: self.adapters[str(j)].text(u), mask)
+        x = self.adapted_blocks(x, self.clip.text_blocks, lambda j, u: self.adapters[str(j)].text(u), mask)
         return self.clip.text_head(x, tokens)  # (C, L, D) -> (C, E)
 
     def logits(self, video_features, text_features):
-        """(B, E), (C, E) -> (B, C) = exp(logit_scale) * cos, logit_scale frozen at CLIP's value
-        (100 in the released models)."""
+        """(B, E), (C, E) -> (B, C) = exp(logit_scale) * cos, logit_scale frozen at the backbone's value
+        (100 in OpenAI's released CLIPs; ViCLIP's learned temperature, see viclip.ViCLIP.logit_scale)."""
         # In fp32 even under autocast: bf16 keeps ~3 digits, which the x100 scale turns into ~0.3 logit noise.
         with torch.autocast(video_features.device.type, enabled=False):
             v = F.normalize(video_features.float(), dim=-1)
@@ -295,6 +317,38 @@ class MSTA(nn.Module):
         if stray:
             raise KeyError(f"not adapter keys: {stray[:5]}")
         self.adapters.load_state_dict({k[len("adapters."):]: v for k, v in state_dict.items()}, strict=True)
+
+
+def embed_video(backbone, videos):
+    """videos (B, T, 3, H, W) -> the backbone's first tokens: (B*T, N, D) ("frames") or (B, M, D) ("joint")."""
+    if backbone.token_layout == "joint":
+        return backbone.vision_embed(videos)
+    return backbone.vision_embed(videos.flatten(0, 1))  # (B, T, 3, H, W) -> (B*T, 3, H, W) -> (B*T, N, D)
+
+
+def video_head(backbone, z, B):
+    """Tokens after the last block -> the video feature (B, E): the class token's ("joint") or the frame mean."""
+    features = backbone.vision_head(z)  # (B, E) joint, (B*T, E) frames
+    if backbone.token_layout == "joint":
+        return features
+    return features.view(B, -1, features.shape[-1]).mean(1)  # (B*T, E) -> (B, T, E) -> (B, E)
+
+
+def backbone_video_features(backbone, videos):
+    """videos (B, T, 3, H, W) -> (B, E): the backbone's own video feature through the contract, no adapters (the
+    zero-shot baseline, full fine-tuning). Autograd as the caller has it."""
+    z = embed_video(backbone, videos)
+    for block in backbone.vision_blocks:
+        z = block(z, attn_mask=None)
+    return video_head(backbone, z, videos.shape[0])
+
+
+def backbone_text_features(backbone, tokens):
+    """tokens (C, L) -> (C, E): the backbone's own text feature through the contract, no adapters."""
+    x, mask = backbone.text_embed(tokens)
+    for block in backbone.text_blocks:
+        x = block(x, attn_mask=mask)
+    return backbone.text_head(x, tokens)
 
 
 def parameter_counts(model):

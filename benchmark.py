@@ -49,7 +49,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 
 import torch
 
@@ -84,12 +83,6 @@ DATA_TARGETS = dict(speedup=3.0, decoded=0.25)  # loader: (c) / (a) clips/s at l
 
 
 # ---------------------------------------------------------------------------------------------- the models
-def embed_text_full(model, tokens):
-    """clip.CLIP.embed_text without the trim: all L = 77 positions, as OpenAI's reference encode_text runs them."""
-    x = model.token_embedding(tokens).to(model.dtype) + model.positional_embedding.to(model.dtype)  # (C, L, D)
-    return x, model.attn_mask
-
-
 class AblationMSTA(adapters.MSTA):
     """adapters.MSTA whose efficiency measures can be switched off, for item 4. With none off, every call goes to
     adapters.MSTA's own code, so the measured step is the real one. ("cache" off is done by the step itself:
@@ -99,9 +92,9 @@ class AblationMSTA(adapters.MSTA):
         super().__init__(clip_model, **kwargs)
         self.off = frozenset(off)
         if "trim" in self.off:
-            # An instance attribute shadows CLIP.embed_text for this model only, so MSTA.text_prefix and
-            # CLIP.encode_text (the frozen description branch) both run all 77 positions.
-            clip_model.embed_text = types.MethodType(embed_text_full, clip_model)
+            # clip.CLIP's switch, on this model only: MSTA.text_prefix and the frozen description branch both run
+            # all 77 positions, as OpenAI's reference encode_text does.
+            clip_model.trim_text = False
 
     def encode_video(self, videos):
         """As MSTA.encode_video; with "prefix" off the frozen blocks below the first adapter run under autograd
@@ -111,23 +104,23 @@ class AblationMSTA(adapters.MSTA):
         if "prefix" not in self.off:
             return super().encode_video(videos)
         B, T = videos.shape[:2]
-        visual, blocks = self.clip.visual, self.clip.visual.transformer.resblocks
+        blocks = self.clip.vision_blocks
         with torch.no_grad():
-            z = visual.embed(videos.flatten(0, 1))  # (B, T, 3, H, W) -> (B*T, 3, H, W) -> (B*T, N, D)
+            z = self.clip.vision_embed(videos.flatten(0, 1))  # (B, T, 3, H, W) -> (B*T, 3, H, W) -> (B*T, N, D)
         z.requires_grad_(True)  # a leaf wanting a gradient: autograd records every block above it
         for block in blocks[:self.start]:
-            z = block(z)
+            z = block(z, attn_mask=None)
         z = self.adapted_blocks(z, blocks, lambda j, u: self.adapters[str(j)].vision(u, T))  # (B*T, N, D)
-        return visual.head(z).view(B, T, -1).mean(1)  # (B*T, E) -> (B, T, E) -> (B, E)
+        return self.clip.vision_head(z).view(B, T, -1).mean(1)  # (B*T, E) -> (B, T, E) -> (B, E)
 
     def text_prefix(self, tokens):
         """As MSTA.text_prefix; with "prefix" and "cache" both off, the prefix runs each step under autograd."""
         if not {"prefix", "cache"} <= self.off:
             return super().text_prefix(tokens)
-        x, mask = self.clip.embed_text(tokens)  # (C, L', D), (L', L')
+        x, mask = self.clip.text_embed(tokens)  # (C, L', D), (L', L')
         x.requires_grad_(True)
-        for block in self.clip.transformer.resblocks[:self.start]:
-            x = block(x, mask)
+        for block in self.clip.text_blocks[:self.start]:
+            x = block(x, attn_mask=mask)
         return x, mask
 
 
@@ -136,8 +129,7 @@ def adapter_error(net, videos, autocast):
     """|d - d_fp32| / |d_fp32| for the adapters' contribution d = MSTA's video feature minus the frozen CLIP's
     frame mean (equal when A = 0), at initialisation, d under `autocast` and d_fp32 without it."""
     def contribution():
-        B, T = videos.shape[:2]
-        frozen = net.clip.visual(videos.flatten(0, 1)).view(B, T, -1).mean(1)  # (B*T, E) -> (B, E)
+        frozen = adapters.backbone_video_features(net.clip, videos)  # (B, E): the frame mean
         return net.encode_video(videos).float() - frozen.float()
     exact = contribution()
     with autocast:
@@ -148,12 +140,12 @@ def adapter_error(net, videos, autocast):
 def bf16_stream(model):
     """The vision stream in bf16 under autocast, as clip.py had it before keeping it fp32 (the text stream was
     fp32 already): embed's output cast to bf16, which every block then keeps. Only to measure what fp32 costs."""
-    embed = model.visual.embed
+    embed = model.vision_embed
 
     def bf16_embed(images):  # an instance attribute shadows the method; without autocast, fp32 as before
         x = embed(images)
         return x.to(torch.bfloat16) if torch.is_autocast_enabled(images.device.type) else x
-    model.visual.embed = bf16_embed
+    model.vision_embed = bf16_embed
 
 
 class FullFineTune(torch.nn.Module):
@@ -165,14 +157,13 @@ class FullFineTune(torch.nn.Module):
         self.clip = clip_model.requires_grad_(True)
 
     def encode_video(self, videos):
-        B, T = videos.shape[:2]
-        return self.clip.encode_image(videos.flatten(0, 1)).view(B, T, -1).mean(1)  # (B*T, E) -> (B, E)
+        return adapters.backbone_video_features(self.clip, videos)  # (B, T, 3, H, W) -> (B, E): the frame mean
 
     def encode_text(self, tokens, adapted=True):
         if adapted:
-            return self.clip.encode_text(tokens)
+            return adapters.backbone_text_features(self.clip, tokens)
         with torch.no_grad():  # the frozen description branch, as prompts.description_features calls it
-            return self.clip.encode_text(tokens)
+            return adapters.backbone_text_features(self.clip, tokens)
 
     logits = adapters.MSTA.logits  # exp(logit_scale) * cos in fp32: the same head as MSTA's
 

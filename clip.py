@@ -185,10 +185,14 @@ def init_weights(text, towers):
 class CLIP(nn.Module):
     """Image encoder, text encoder and the learned temperature of CLIP's contrastive logits (sec. 2.3, Fig. 3).
 
-    The backbone interface adapters.py, train.py and evaluate.py use (viclip.ViCLIP offers the same): encode_video,
-    encode_text, logit_scale (log form), visual.input_resolution, visual.token_layout, context_length, mean/std."""
+    It has adapters.py's backbone contract (token_layout, vision_embed/_blocks/_head, text_embed/_blocks/_head,
+    logit_scale in log form, token_embedding), and what train.py and evaluate.py read besides:
+    visual.input_resolution, context_length, mean/std. viclip.ViCLIP offers the same."""
 
     mean, std = MEAN, STD  # the pixel normalisation the weights expect (the data pipeline reads it from here)
+    # text_embed cuts the tokens after the last end token (exact, see there); benchmark.py switches it off on one
+    # model to measure what the cut saves.
+    trim_text = True
 
     def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size, vision_heads,
                  context_length, vocab_size, transformer_width, transformer_heads, transformer_layers):
@@ -225,10 +229,24 @@ class CLIP(nn.Module):
         B, T = videos.shape[:2]
         return self.encode_image(videos.flatten(0, 1)).view(B, T, -1).mean(1)  # (B*T, E) -> (B, T, E) -> (B, E)
 
-    def embed_text(self, tokens):
+    # adapters.py's backbone contract (text_embed and text_head below belong to it too).
+    token_layout = property(lambda self: self.visual.token_layout)
+    vision_blocks = property(lambda self: self.visual.transformer.resblocks)
+    text_blocks = property(lambda self: self.transformer.resblocks)
+
+    def vision_embed(self, images):
+        """Images (B, 3, H, W) -> tokens (B, N, D)."""
+        return self.visual.embed(images)
+
+    def vision_head(self, x):
+        """Tokens (B, N, D) -> features (B, E)."""
+        return self.visual.head(x)
+
+    def text_embed(self, tokens):
         """Token ids (C, L) -> (embedded tokens (C, L', D), causal mask (L', L')), cut after the last end token."""
         # Exact: under the causal mask no position sees a later one, so tokens after the last end token change nothing.
         n = int(tokens.argmax(dim=-1).max()) + 1  # the end token has the largest id, so argmax finds it
+        n = n if self.trim_text else tokens.shape[1]
         # In the weights' dtype (fp32) under autocast too, as the vision stream (VisionTransformer.embed).
         x = self.token_embedding(tokens[:, :n]).to(self.dtype) + self.positional_embedding[:n].to(self.dtype)
         return x, self.attn_mask[:n, :n]  # (C, L) -> (C, L', D), (L', L')
@@ -241,7 +259,7 @@ class CLIP(nn.Module):
 
     def encode_text(self, tokens):
         """Token ids (C, L) -> features (C, E), not normalised."""
-        return self.text_head(self.transformer(*self.embed_text(tokens)), tokens)
+        return self.text_head(self.transformer(*self.text_embed(tokens)), tokens)
 
     def forward(self, images, tokens):
         """Cosine similarities times exp(logit_scale): (logits_per_image (B, C), logits_per_text (C, B))."""

@@ -46,10 +46,10 @@ class FrozenCLIP(torch.nn.Module):
         self.clip = model.eval()
 
     def encode_video(self, videos):
-        return self.clip.encode_video(videos)  # (B, T, 3, H, W) -> (B, E)
+        return adapters.backbone_video_features(self.clip, videos)  # (B, T, 3, H, W) -> (B, E)
 
     def encode_text(self, tokens):
-        return self.clip.encode_text(tokens)
+        return adapters.backbone_text_features(self.clip, tokens)  # (C, L) -> (C, E)
 
     logits = adapters.MSTA.logits  # the same cosine logits, in fp32 also under autocast: (B, E), (C, E) -> (B, C)
 

@@ -75,7 +75,7 @@ def step_flops(kind, model, B, T, prompts=None, msta=None, off=(), descriptions=
     bwd += mm(heads, D, E) * (2 if trains else 1 if kind == "msta" else 0)
     if kind in ("vit", "infer"):
         return fwd, bwd
-    # Text tower on the class prompts; full fine-tuning and MSTA trim them to L' (clip.CLIP.embed_text).
+    # Text tower on the class prompts; full fine-tuning and MSTA trim them to L' (clip.CLIP.text_embed).
     C, W = len(prompts), t.width
     L = prompts.shape[1] if "trim" in off else int(prompts.argmax(-1).max()) + 1
     first = 0 if (kind == "full" or "cache" in off) else msta.start  # the cached prefix does not run

@@ -37,7 +37,7 @@ def description_features(msta, tokens_per_class, batch_size=256):
     counts = [len(t) for t in per_class]
     if min(counts) == 0:
         raise ValueError("every class needs at least one description")
-    tokens = torch.cat(per_class).to(msta.clip.logit_scale.device)  # (sum K_c, L)
+    tokens = torch.cat(per_class).to(next(msta.parameters()).device)  # (sum K_c, L)
     # Batches bound memory; encode_text(adapted=False) is the frozen CLIP text encoder.
     features = torch.cat([msta.encode_text(chunk, adapted=False) for chunk in tokens.split(batch_size)])
     features = F.normalize(features.float(), dim=-1)                  # (sum K_c, E)

@@ -118,17 +118,19 @@ class TextTransformer(nn.Module):
 
     # The same computation as CLIP's text tower over the same attribute names: embed and cut after the last end
     # token (exact under the causal mask), then ln_final, the end token's vector, the projection.
-    embed_text = clip.CLIP.embed_text  # tokens (C, L) -> (x (C, L', D), mask (L', L'))
+    trim_text = True  # read by text_embed, as in clip.CLIP
+    text_embed = clip.CLIP.text_embed  # tokens (C, L) -> (x (C, L', D), mask (L', L'))
     text_head = clip.CLIP.text_head  # x (C, L', D), tokens -> (C, E)
 
     def forward(self, tokens):
-        return self.text_head(self.transformer(*self.embed_text(tokens)), tokens)
+        return self.text_head(self.transformer(*self.text_embed(tokens)), tokens)
 
 
 class ViCLIP(nn.Module):
-    """Video encoder, text encoder and the temperature, with the backbone interface of clip.CLIP: encode_video,
-    encode_text, logit_scale (log form), visual, transformer and token_embedding (the text tower's, for
-    adapters.py), context_length, mean/std. Those aliases are properties, so the state dict keeps ViCLIP's names."""
+    """Video encoder, text encoder and the temperature, with the interface of clip.CLIP: adapters.py's backbone
+    contract (token_layout "joint", vision_embed/_blocks/_head, text_embed/_blocks/_head, logit_scale in log form,
+    token_embedding), encode_video, encode_text, visual, transformer, context_length, mean/std. The aliases are
+    properties or methods, so the state dict keeps ViCLIP's names."""
 
     mean, std = MEAN, STD
 
@@ -151,6 +153,15 @@ class ViCLIP(nn.Module):
     transformer = property(lambda self: self.text_encoder.transformer)
     token_embedding = property(lambda self: self.text_encoder.token_embedding)
     context_length = property(lambda self: self.text_encoder.context_length)
+    token_layout = property(lambda self: self.vision_encoder.token_layout)
+    vision_blocks = property(lambda self: self.vision_encoder.transformer.resblocks)
+    text_blocks = property(lambda self: self.text_encoder.transformer.resblocks)
+    # The classification scale is the checkpoint's learned temperature, chosen deliberately: exp(logit_scale) =
+    # 1 / temp, 81.3 for ViCLIP-B/16, not the fixed 100 of InternVid's own classification code (InternVideo,
+    # Data/InternVid/viclip/viclip.py, ViCLIP.get_predict_label: softmax of 100 * cos). 1 / temp is the scale
+    # ViCLIP's contrastive training ended at (the same file's forward hands self.temp to its loss), and MSTA's
+    # cross-entropy trains the adapters on these logits, so its sharpness is the one the backbone learned with.
+    # Top-1 is the same under either scale (a positive factor never changes the argmax); the loss is not.
     logit_scale = property(lambda self: (1 / self.temp).log())  # logits = cos / temp = exp(logit_scale) * cos
 
     @property
@@ -161,8 +172,16 @@ class ViCLIP(nn.Module):
         """Videos (B, T, 3, H, W) -> features (B, E), not normalised: the joint encoder's class token."""
         return self.vision_encoder(videos)
 
-    def embed_text(self, tokens):
-        return self.text_encoder.embed_text(tokens)
+    def vision_embed(self, videos):
+        """Videos (B, T, 3, H, W) -> joint tokens (B, M, D)."""
+        return self.vision_encoder.embed(videos)
+
+    def vision_head(self, x):
+        """Joint tokens (B, M, D) -> features (B, E)."""
+        return self.vision_encoder.head(x)
+
+    def text_embed(self, tokens):
+        return self.text_encoder.text_embed(tokens)
 
     def text_head(self, x, tokens):
         return self.text_encoder.text_head(x, tokens)

@@ -276,7 +276,7 @@ def test_trimmed_text_encoding_equals_full_length(checkpoints):
         trimmed = model.encode_text(tokens)  # runs only up to the longest end token
         x = model.token_embedding(tokens) + model.positional_embedding  # (C, 77, D), all 77 positions
         full = model.text_head(model.transformer(x, model.attn_mask), tokens)
-    assert model.embed_text(tokens)[0].shape[1] < 77
+    assert model.text_embed(tokens)[0].shape[1] < 77
     torch.testing.assert_close(trimmed, full, rtol=1e-5, atol=1e-5)  # float rounding only
 
 
