@@ -28,6 +28,7 @@ import curves
 import data
 import evaluate
 import losses
+import report
 
 # Per protocol: adapter rank r, adapted blocks (1-based, inclusive), epochs, warm-up epochs, global batch; any
 # other argument a row names (the synthetic demo's) replaces the paper's default unless given on the command line.
@@ -86,8 +87,9 @@ def parse_args(argv=None):
     p = evaluate.Parser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter, epilog="A run folder "
                         "(--output; default runs/<dataset>-<protocol>-<shots>-<backbone>-<temporal>-r<rank>-"
                         "b<blocks>-split<N>-seed<N>, plus any other setting you typed) receives log.txt, "
-                        "checkpoint.pt (every epoch), history.csv, curves.png (with matplotlib), results.md and "
-                        "results.json. A folder that already holds a run is never written over: use --resume to "
+                        "checkpoint.pt (every epoch), history.csv, curves.png (with matplotlib), results.md, "
+                        "results.json, predictions.csv and confusion.png (with matplotlib, report.py). A folder "
+                        "that already holds a run is never written over: use --resume to "
                         "continue it, or --output / --overwrite.")
     # What to train on.
     p.add_argument("--dataset", default="synthetic", choices=DATASETS,
@@ -153,6 +155,8 @@ def parse_args(argv=None):
                    "dataset's published views, e.g. 5 for ucf101, 10 for hmdb51; 1 for synthetic and folder)")
     p.add_argument("--crops", type=int, default=None, help="spatial views at the final test, 1 or 3 (default: 3; "
                    "1 for synthetic and folder)")
+    p.add_argument("--tensorboard", action="store_true", help="also log loss, lr and accuracies for TensorBoard "
+                   "into the run folder (needs pip install tensorboard; then tensorboard --logdir runs)")
     p.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)  # tests: stop early ("a kill")
     args = p.parse_args(argv)
     # Which arguments the user typed, so that the synthetic row's overrides never replace them.
@@ -217,6 +221,8 @@ def resolve(args):
         raise UsageError(f"--workers {args.workers}: must be 0 (load in this process) or more")
     if args.resume and args.overwrite:
         raise UsageError("--resume continues the run in the output folder, --overwrite replaces it: choose one")
+    if args.tensorboard and not report.has_tensorboard():  # asked for, so never silently left out
+        raise UsageError(report.TENSORBOARD_MISSING)
     if args.data_root is None:
         args.data_root = os.path.join("data", args.dataset)
     if args.precision is None:
@@ -474,6 +480,7 @@ def main(argv=None):
         start_epoch, step, history = ckpt["epoch"], ckpt["scheduler"]["step"], ckpt["history"]
         log(f"resumed from {ckpt_path} at epoch {start_epoch}")
         _INTERRUPTED = resume_hint(args, argv, start_epoch)
+    board = report.Board(args.output, step) if args.tensorboard and rank == 0 else None
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     steps_per_epoch = len(sampler)
@@ -509,6 +516,8 @@ def main(argv=None):
             if distributed:
                 dist.all_reduce(stats)
             loss_sum, correct, seen = loss_sum + stats[0].item(), correct + stats[1].item(), seen + stats[2].item()
+            if board:
+                board.step(step, stats[0].item() / stats[2].item(), optimizer.param_groups[0]["lr"])
             if eta_from is None and step - start_epoch * steps_per_epoch >= min(ETA_AFTER, total_steps - 1):
                 eta_from = (time.time(), step)
             eta = "--:--" if eta_from is None or step == eta_from[1] else evaluate.hms(
@@ -526,6 +535,8 @@ def main(argv=None):
             row.update({f"test_{k}": v for k, v in quick["summary"].items() if k not in ("runs", "top1_std")})
         history.append(row)
         log(epoch_line(row, args.epochs))
+        if board:
+            board.epoch(step, row)
         if rank == 0:
             save_checkpoint(ckpt_path, dict(adapters=model.trainable_state_dict(), optimizer=optimizer.state_dict(),
                                             scaler=scaler.state_dict(), scheduler=dict(step=step),
@@ -546,7 +557,11 @@ def main(argv=None):
             files.insert(4, ("curves", "curves.png"))
         else:
             log("curves.png: not drawn, matplotlib is not installed (pip install matplotlib)")
-        evaluate.finished([(name, os.path.join(args.output, f)) for name, f in files], log)
+        files = [(name, os.path.join(args.output, f)) for name, f in files]
+        evaluate.finished(files[:2] + report.write(args.output, results, log) + files[2:], log)
+        if board:
+            board.final(step, results)
+            board.close()
     if distributed:
         dist.destroy_process_group()
     return results
