@@ -148,7 +148,8 @@ def _matrix(plt, counts, classes, title):
                 if counts[t, p]:
                     ax.text(p, t, int(counts[t, p]), ha="center", va="center", fontsize=font,
                             color="white" if share[t, p] > 0.3 else "black")
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="share of the true class's videos")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, ticks=[0, 0.05, 0.2, 0.4, 0.6, 0.8, 1],
+                 label="share of the true class's videos")
     ax.set_title(title, fontsize=10)
     return fig
 
@@ -186,7 +187,7 @@ def write(folder, results, log=None):
         path = os.path.join(folder, f"predictions{stem}.csv")
         write_predictions(path, pred)
         files.append((f"per video {label}".strip(), path))
-        title = f"{os.path.basename(os.path.normpath(folder))}: {r['dataset']} {r['row']}"
+        title = f"{os.path.basename(os.path.normpath(r.get('run') or folder))}: {r['dataset']} {r['row']}"
         picture = draw_confusion(os.path.join(folder, f"confusion{stem}.png"), pred, title)
         if picture:
             files.append((f"confusions {label}".strip(), picture))
