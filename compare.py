@@ -48,11 +48,14 @@ def read_run(path):
     try:
         with open(file) as f:
             record = json.load(f)
-        return dict(name=os.path.normpath(folder), settings=settings(record), metrics=metrics(record))
     except (OSError, UnicodeDecodeError, ValueError) as e:  # json's errors are ValueErrors
         raise RunError(f"{file} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__})") \
             from None
-    except (KeyError, TypeError, AttributeError, statistics.StatisticsError):
+    try:
+        if not record["rows"]:
+            raise KeyError("rows")
+        return dict(name=os.path.normpath(folder), settings=settings(record), metrics=metrics(record))
+    except (KeyError, TypeError, AttributeError, ValueError):  # a JSON file of another shape
         raise RunError(f"{file} is not a results.json of train.py or evaluate.py (no test rows)") from None
 
 

@@ -30,16 +30,16 @@ OUTPUTS = ("predictions*.csv", "confusion*.png", "events.out.tfevents.*")  # wha
 def predictions(dataset, scored, probs, top, labels):
     """The per-video record of one test set. scored: the dataset indices of the scored videos, in the order of
     probs (n, C), top (n, k) and labels (n,); every other index of the dataset could not be read."""
-    names = getattr(dataset, "items", None)
+    items = getattr(dataset, "items", None)  # data.VideoDataset's (path, label) pairs
     tag = getattr(dataset, "name", type(dataset).__name__)
 
     def name(i):  # the video's path, or "<dataset>#<index>" for in-memory sets (the synthetic demo)
-        return names[i][0] if names else f"{tag}#{i}"
+        return items[i][0] if items else f"{tag}#{i}"
     seen = set(scored)
     return dict(classes=list(dataset.classnames), index=list(scored), videos=[name(i) for i in scored],
                 probs=probs.float(), top=top, labels=labels.tolist(),
-                unreadable=[(i, name(i)) for i in range(len(dataset)) if i not in seen],
-                missing=int(getattr(dataset, "missing", 0)))
+                unreadable=[(i, name(i), items[i][1] if items else None) for i in range(len(dataset))
+                            if i not in seen])
 
 
 def confusion(pred):
@@ -89,24 +89,22 @@ def write_predictions(path, pred):
     k = pred["top"].shape[1]
     header = ["video", "label", "true_class", "status", "correct", "in_top5", "p_true"]
     header += [f"{key}{j}" for j in range(1, k + 1) for key in ("pred", "p")]
-    rows = {i: None for i, _ in pred["unreadable"]}
+    rows = []  # (dataset index, CSV row)
     for n, i in enumerate(pred["index"]):
-        rows[i] = n
+        label, top, p = pred["labels"][n], pred["top"][n].tolist(), pred["probs"][n]
+        ranked = [x for c in top for x in (pred["classes"][c], f"{p[c].item():.6f}")]
+        rows.append((i, [pred["videos"][n], label, pred["classes"][label], "scored", int(top[0] == label),
+                         int(label in top), f"{p[label].item():.6f}", *ranked]))
+    for i, video, label in pred["unreadable"]:
+        known = label is not None
+        rows.append((i, [video, label if known else "", pred["classes"][label] if known else "", "unreadable"]
+                     + [""] * (len(header) - 4)))
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        unreadable = dict(pred["unreadable"])
-        for i in sorted(rows):
-            n = rows[i]
-            if n is None:
-                w.writerow([unreadable[i], "", "", "unreadable"] + [""] * (len(header) - 4))
-                continue
-            label, top, p = pred["labels"][n], pred["top"][n].tolist(), pred["probs"][n]
-            ranked = [x for c in top for x in (pred["classes"][c], f"{p[c].item():.6f}")]
-            w.writerow([pred["videos"][n], label, pred["classes"][label], "scored", int(top[0] == label),
-                        int(label in top), f"{p[label].item():.6f}", *ranked])
-    os.replace(tmp, path)
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(row for _, row in sorted(rows, key=lambda r: r[0]))
+    os.replace(tmp, path)  # a kill never leaves half a file
 
 
 def draw_confusion(path, pred, title):
@@ -181,7 +179,7 @@ def write(folder, results, log=None):
     files, no_matplotlib = [], False
     for r, pred in zip(rows, preds):
         # One test set of one run: plain names; else the run's folder name and the test set's name are added.
-        parts = ([os.path.basename(os.path.normpath(r["run"]))] if len(runs) > 1 else []) + (
+        parts = ([os.path.basename(os.path.normpath(r["run"])).replace(" ", "-")] if len(runs) > 1 else []) + (
             [r["row"]] if len(rows) > 1 else [])
         stem, label = "".join("-" + p for p in parts), " ".join(parts)
         path = os.path.join(folder, f"predictions{stem}.csv")

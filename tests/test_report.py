@@ -54,6 +54,7 @@ def test_predictions_are_the_view_means_that_were_scored(tmp_path, batch_size):
     rows = read_csv(tmp_path / "p.csv")
     assert [r["video"] for r in rows] == [f"videos/v{i}.avi" for i in range(6)]
     assert rows[3]["status"] == "unreadable" and rows[3]["pred1"] == "" and rows[3]["correct"] == ""
+    assert (rows[3]["label"], rows[3]["true_class"]) == (str(TABLE[3][0]), CLASSES[TABLE[3][0]])
     assert result["videos"] == 5 and result["skipped"] == 1
     for i, row in enumerate(rows):
         if i == 3:
@@ -210,21 +211,22 @@ def test_compare_std_is_the_one_summarize_gives(tmp_path):
 
 def test_compare_skips_broken_and_unfinished_folders_with_one_line_each(tmp_path):
     good = fake_run(tmp_path / "good", 50.0, 90.0)
-    broken, unfinished, empty = tmp_path / "broken", tmp_path / "unfinished", tmp_path / "empty"
-    for d in (broken, unfinished, empty):
+    broken, unfinished, empty, other = (tmp_path / n for n in ("broken", "unfinished", "empty", "other"))
+    for d in (broken, unfinished, empty, other):
         d.mkdir()
     (broken / "results.json").write_text('{"rows": [')  # cut off mid-write
+    (other / "results.json").write_text('{"rows": [{"row": "split1"}]}')  # JSON, but not a run's results
     (unfinished / "log.txt").write_text("epoch 1/16\n")
     (unfinished / "checkpoint.pt").write_bytes(b"")
     out = str(tmp_path / "t.md")
     command = [sys.executable, "evaluate.py", "--compare-output", out, "--compare"]
-    done = subprocess.run([*command, good, str(broken), str(unfinished), str(empty), str(tmp_path / "nope")],
-                          cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([*command, good, str(broken), str(unfinished), str(empty), str(tmp_path / "nope"),
+                           str(other)], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
-    assert len(lines) == 4 and all(line.startswith("skipped ") for line in lines), done.stderr
+    assert len(lines) == 5 and all(line.startswith("skipped ") for line in lines), done.stderr
     assert "cannot be read" in lines[0] and "unfinished" in lines[1] and "no results.json" in lines[2]
-    assert "no such folder" in lines[3]
+    assert "no such folder" in lines[3] and "not a results.json" in lines[4]
     assert table_rows(done.stdout)[1][2] == "50.00"
     nothing = subprocess.run([*command, str(broken), str(unfinished)], cwd=ROOT, capture_output=True, text=True)
     assert nothing.returncode == 2 and nothing.stderr.splitlines()[-1].startswith("error: no finished run")
