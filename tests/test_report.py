@@ -20,6 +20,7 @@ import compare
 import data
 import evaluate
 import report
+import runs
 import train
 from test_evaluate import CLASSES, TABLE, Items, Stub, table_answer
 
@@ -161,7 +162,7 @@ def test_overwrite_removes_the_reports_too(tmp_path):
     for f in ("results.json", "predictions.csv", "predictions-split2.csv", "confusion.png",
               "events.out.tfevents.1.host.1.0", "notes.txt"):
         (tmp_path / f).write_text("x")
-    evaluate.clear_output(str(tmp_path))
+    runs.clear_output(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 
