@@ -2,8 +2,9 @@
 
 `python evaluate.py --checkpoint runs/RUN [more runs] [--dataset ... --protocol ...]` rebuilds CLIP plus the
 adapters from a checkpoint and the arguments saved in it; `--checkpoint RUN --video PATH ...` prints the top-5
-classes of your own videos instead. Follows the evaluation of "Efficient Transfer Learning
-for Video-language Foundation Models" (CVPR 2025), Sec. 4.1, and the protocols it shares with ViFi-CLIP:
+classes of your own videos instead; `--compare runs/*` prints one table of finished runs (compare.py). Follows
+the evaluation of "Efficient Transfer Learning for Video-language Foundation Models" (CVPR 2025), Sec. 4.1, and the
+protocols it shares with ViFi-CLIP:
   - multi-view test: the softmax of each view's logits is summed over views; views per dataset in VIEWS;
   - few-shot / full: top-1 and top-5 on the test split (several checkpoints, e.g. seeds, are averaged);
   - base-to-novel: base and novel classes tested separately, each against its own label set; base, novel and
@@ -25,8 +26,10 @@ import torch.distributed as dist
 
 import adapters
 import clip
+import compare
 import data
 import prompts
+import report
 import runs
 
 # Test views (temporal clips x spatial crops) per dataset, as the paper and ViFi-CLIP test. A folder of the
@@ -76,11 +79,12 @@ def collate_readable(batch):
 
 
 @torch.no_grad()
-def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, log=None):
+def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, log=None, keep=False):
     """Top-1 / top-5 (%) of `model` on `dataset`, whose items are (V, T, 3, H, W) or (T, 3, H, W) videos.
     Under torchrun every rank scores its shard and the scores are gathered by video index. A video that cannot be
     read is left out of the metric, never replaced: videos = the number scored, skipped = those missing from disk
-    plus those that failed to decode, over all ranks."""
+    plus those that failed to decode, over all ranks. keep=True adds "predictions", each video's scores as
+    report.py writes them."""
     model.eval()
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
@@ -92,6 +96,7 @@ def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                          collate_fn=collate_readable)
     scores, labels, scored, t0 = [], [], [], time.time()  # scored: the dataset indices of the rows of scores
+    V = 1  # views per video, known once a batch is read
     for i, (videos, y, readable) in enumerate(loader):
         batch = sampler.indices[i * batch_size:i * batch_size + len(readable)]  # in order: no shuffling
         scored += [index for index, ok in zip(batch, readable.tolist()) if ok]
@@ -118,11 +123,15 @@ def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, 
         order = torch.tensor([i for p in parts for i in p[0]], dtype=torch.long).argsort()
         scores, labels = torch.cat([p[1] for p in parts])[order], torch.cat([p[2] for p in parts])[order]
         unreadable = sum(p[3] for p in parts)
+        scored = sorted(i for p in parts for i in p[0])  # the order of the rows above
     top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices                # (n, 5)
     hit1 = (top5[:, 0] == labels).float()
     hit5 = (top5 == labels[:, None]).any(1).float()
-    return dict(top1=100 * hit1.mean().item(), top5=100 * hit5.mean().item(), videos=len(labels),
-                skipped=int(getattr(dataset, "missing", 0)) + unreadable)
+    result = dict(top1=100 * hit1.mean().item(), top5=100 * hit5.mean().item(), videos=len(labels),
+                  skipped=int(getattr(dataset, "missing", 0)) + unreadable)
+    if keep:  # the summed softmaxes / V: the mean over views of each view's probabilities, ranked as scored
+        result["predictions"] = report.predictions(dataset, scored, scores / V, top5, labels)
+    return result
 
 
 def dataset_name(dataset):
@@ -153,7 +162,7 @@ def run_protocol(model, args, device, views=None, log=None, final=True):
     if views is None:
         default = VIEWS[args.dataset]
         views = (getattr(args, "clips", None) or default[0], getattr(args, "crops", None) or default[1])
-    rows = []
+    rows, predictions = [], []  # predictions: the final test's per-video scores, one per row (report.py)
     for row, name, protocol, split, subset in test_sets(args, views, final):
         dataset = data.build_dataset(runs.reader(args, name), args.data_root, protocol, split, seed=args.seed,
                                      num_frames=args.frames, train=False, subset=subset, views=views,
@@ -161,13 +170,17 @@ def run_protocol(model, args, device, views=None, log=None, final=True):
                                      mean=getattr(model.clip, "mean", data.CLIP_MEAN),  # CLIP's unless it says
                                      std=getattr(model.clip, "std", data.CLIP_STD), **runs.lists(args))
         result = evaluate(model, dataset, device, args.precision, getattr(args, "eval_batch_size", 8),
-                          args.workers, log)
+                          args.workers, log, keep=final)
+        if final:
+            predictions.append(result.pop("predictions"))
+            result["per_class"] = report.per_class(predictions[-1])
         rows.append(dict(row=row, dataset=name, split=split, subset=subset, classes=len(dataset.classnames),
                          **result))
         if log and final:  # the quick checks during training are reported in the epoch's line
             log(f"test {name} {row}: top1 {result['top1']:.2f} top5 {result['top5']:.2f} "
                 f"({result['videos']} videos x {views[0] * views[1]} views, {result['skipped']} unreadable)")
-    return dict(rows=rows, summary=summarize(args.protocol, rows), views=f"{views[0]}x{views[1]}")
+    return dict(rows=rows, summary=summarize(args.protocol, rows), views=f"{views[0]}x{views[1]}",
+                predictions=predictions)
 
 
 def summarize(protocol, rows):
@@ -190,8 +203,9 @@ def parse_args(argv=None):
     p = runs.Parser(description="Evaluate MSTA checkpoints (or zero-shot CLIP) by protocol, or classify your own "
                     "videos with a trained run.", epilog="Results go to <run>/eval-<dataset>-<protocol>/results."
                     "{md,json} for one run, runs/<dataset>-<protocol>-mean-of-N/ for several, runs/zero-shot-clip-"
-                    "<clip>-<dataset>-<protocol>/ for --zero-shot-clip; --output changes that. A folder holding "
-                    "results is never written over unless --overwrite is given. --video only prints.")
+                    "<clip>-<dataset>-<protocol>/ for --zero-shot-clip; --output changes that, and each test set's "
+                    "predictions.csv and confusion.png go beside them. A folder holding results is never written "
+                    "over unless --overwrite is given. --video only prints.")
     p.add_argument("--checkpoint", nargs="*", default=[], metavar="RUN", help="run folder(s) or checkpoint.pt "
                    "file(s); several (e.g. three seeds) are averaged as the protocol prescribes")
     p.add_argument("--video", nargs="+", default=None, metavar="PATH", help="classify these video files (or "
@@ -225,7 +239,17 @@ def parse_args(argv=None):
                    "process may use minus the loader's share, see choose_threads)")
     p.add_argument("--output", default=None, help="where results.json/.md go (default: see below)")
     p.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
+    p.add_argument("--compare", nargs="+", default=None, metavar="RUN", help="print one table of these finished "
+                   "run folders (e.g. runs/*): the settings that differ, and each test set's metrics; runs that "
+                   "differ only in seed or split as mean ± std (compare.py)")
+    p.add_argument("--compare-output", default=None, metavar="FILE", help="where --compare writes its table "
+                   f"(default: {compare.DEFAULT_OUTPUT}; a file it did not write is replaced only with --overwrite)")
     a = p.parse_args(argv)
+    if a.compare is not None:
+        if a.checkpoint or a.zero_shot_clip or a.video is not None:
+            raise runs.UsageError("--compare reads finished run folders: give it without --checkpoint, --video or "
+                                  "--zero-shot-clip")
+        return a
     if not a.checkpoint and not a.zero_shot_clip:
         raise runs.UsageError("give --checkpoint RUN (or --zero-shot-clip for the CLIP baseline)")
     if a.clip is not None and not a.zero_shot_clip:
@@ -298,6 +322,8 @@ def classify(model, args, classnames, paths, device, views, top=5):
 
 def main(argv=None):
     a = parse_args(argv)
+    if a.compare is not None:
+        return compare.main(a.compare, a.compare_output, a.overwrite)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if a.video is not None:
         missing = [v for v in a.video if not os.path.exists(v)]
@@ -339,7 +365,7 @@ def main(argv=None):
     output = a.output or output
     runs.check_output(output, overwrite=a.overwrite, files=("results.json", "results.md"))
     log(f"evaluate.py: {len(plans)} run(s) on {tag}, {device.type}, {threads} thread(s)")
-    rows = []
+    rows, predictions = [], []
     for args, ckpt in plans:
         if ckpt is None:
             model = FrozenCLIP(runs.load_backbone(args.clip).to(device))
@@ -350,20 +376,22 @@ def main(argv=None):
         for r in result["rows"]:
             r["run"] = getattr(args, "output", "zero-shot CLIP")
         rows += result["rows"]
+        predictions += result["predictions"]
     args = plans[0][0]
-    results = dict(rows=rows, summary=summarize(args.protocol, rows), views=result["views"])
+    results = dict(rows=rows, summary=summarize(args.protocol, rows), views=result["views"],
+                   predictions=predictions)
     runs.write_results(output, runs.result_record(args, results, dict(
         checkpoints=a.checkpoint, zero_shot_clip=a.zero_shot_clip, evaluate_args=vars(a), run_args=vars(args),
         trainable_params=0 if a.zero_shot_clip else adapters.parameter_counts(model)[0])), log)
     runs.finished([("results table", os.path.join(output, "results.md")),
-              ("all numbers", os.path.join(output, "results.json"))], log)
+                   ("all numbers", os.path.join(output, "results.json"))] + report.write(output, results, log), log)
     return results
 
 
 def run(argv=None):
     try:
         main(argv)
-    except (runs.UsageError, runs.CheckpointError, data.DatasetError, clip.CLIPError) as e:
+    except (runs.UsageError, runs.CheckpointError, data.DatasetError, clip.CLIPError, compare.CompareError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

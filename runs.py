@@ -16,6 +16,7 @@ import torch
 import adapters
 import clip
 import data
+import report
 import viclip
 
 DATASETS = ("ucf101", "hmdb51", "k400", "k600", "ssv2", "synthetic", "folder")  # --dataset's choices
@@ -165,7 +166,7 @@ def clear_output(folder, files=RUN_FILES):
     stale is mixed with the new run. Anything else in the folder stays."""
     if not os.path.isdir(folder):
         return
-    for f in files:
+    for f in (*files, *report.written(folder)):
         if os.path.isfile(os.path.join(folder, f)):
             os.remove(os.path.join(folder, f))
     for d in os.listdir(folder):
@@ -221,7 +222,7 @@ def write_results(folder, results, log=None):
     else:
         lines.append(f"**top-1 {s['top1']:.2f}, top-5 {s['top5']:.2f}** (mean over {s['runs']} run(s))")
     with open(os.path.join(folder, "results.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines + report.worst_classes(results["rows"])) + "\n")  # per class: the file only
     if log:
         log("\n".join(lines))
 

@@ -31,6 +31,7 @@ import data
 import evaluate
 import losses
 import prompts
+import report
 import runs
 import settings
 
@@ -141,6 +142,7 @@ class Meter:
         self.log.progress(f"epoch {self.epoch + 1}/{self.args.epochs} step {step}/{self.total_steps} loss "
                           f"{self.loss_sum / self.seen:.4f} lr {lr:.2e} "
                           f"{self.seen / (time.time() - self.t_epoch):.1f} clips/s ETA {eta}")
+        return stats[0].item() / stats[2].item()  # this step's loss over the global batch (for --tensorboard)
 
     def row(self, lr):
         """The epoch's row of history.csv (test numbers are added to it by the caller)."""
@@ -210,7 +212,8 @@ def finish(args, results, history, counts, seconds, log):
         files.insert(4, ("curves", "curves.png"))
     else:
         log("curves.png: not drawn, matplotlib is not installed (pip install matplotlib)")
-    runs.finished([(name, os.path.join(args.output, f)) for name, f in files], log)
+    files = [(name, os.path.join(args.output, f)) for name, f in files]
+    runs.finished(files[:2] + report.write(args.output, results, log) + files[2:], log)  # + predictions, confusions
 
 
 # ------------------------------------------------------------------------------------------------- the run
@@ -279,6 +282,7 @@ def main(argv=None):
         start_epoch, step, history = ckpt["epoch"], ckpt["scheduler"]["step"], ckpt["history"]
         log(f"resumed from {ckpt_path} at epoch {start_epoch}")
         _INTERRUPTED = resume_hint(args, argv, start_epoch)
+    board = report.Board(args.output, step) if args.tensorboard and rank == 0 else None
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     meter = Meter(args, len(sampler), start_epoch, device, distributed, log)
@@ -295,7 +299,9 @@ def main(argv=None):
             loss, logits = train_step(step_fn, optimizer, scaler, autocast, lr, videos, labels, tokens, targets,
                                       args.alpha)
             step += 1
-            meter.update(step, loss, logits, labels, lr)
+            step_loss = meter.update(step, loss, logits, labels, lr)
+            if board:
+                board.step(step, step_loss, lr)
             if args.max_steps is not None and step >= args.max_steps:
                 log("stopping early at --max-steps (no checkpoint for this partial epoch)")
                 return None
@@ -305,6 +311,8 @@ def main(argv=None):
             row.update({f"test_{k}": v for k, v in quick["summary"].items() if k not in ("runs", "top1_std")})
         history.append(row)
         log(epoch_line(row, args.epochs))
+        if board:
+            board.epoch(step, row)
         if rank == 0:
             runs.save_checkpoint(ckpt_path, dict(
                 adapters=model.trainable_state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
@@ -316,6 +324,9 @@ def main(argv=None):
     results = evaluate.run_protocol(model, args, device, views=None, log=log, final=True)
     if rank == 0:
         finish(args, results, history, counts, time.time() - meter.t_start, log)
+    if board:
+        board.final(step, results)
+        board.close()
     if distributed:
         dist.destroy_process_group()
     return results
@@ -344,9 +355,10 @@ def parse_args(argv=None):
     p = runs.Parser(description=__doc__.split("\n")[0], formatter_class=runs.HelpFormatter, epilog="A run folder "
                         "(--output; default runs/<dataset>-<protocol>-<shots>-<backbone>-<temporal>-r<rank>-"
                         "b<blocks>-split<N>-seed<N>, plus any other setting you typed) receives log.txt, "
-                        "checkpoint.pt (every epoch), history.csv, curves.png (with matplotlib), results.md and "
-                        "results.json. A folder that already holds a run is never written over: use --resume to "
-                        "continue it, or --output / --overwrite.")
+                        "checkpoint.pt (every epoch), history.csv, curves.png (with matplotlib), results.md, "
+                        "results.json, predictions.csv and confusion.png (with matplotlib; report.py). A folder "
+                        "that already holds a run is never written over: use --resume to continue it, or --output "
+                        "/ --overwrite.")
     # What to train on.
     p.add_argument("--dataset", default="synthetic", choices=DATASETS,
                    help="synthetic: offline demo; folder: your own videos, see --data-root")
@@ -411,8 +423,12 @@ def parse_args(argv=None):
                    "dataset's published views, e.g. 5 for ucf101, 10 for hmdb51; 1 for synthetic and folder)")
     p.add_argument("--crops", type=int, default=None, help="spatial views at the final test, 1 or 3 (default: 3; "
                    "1 for synthetic and folder)")
+    p.add_argument("--tensorboard", action="store_true", help="also log loss, lr and accuracies for TensorBoard "
+                   "into the run folder (needs pip install tensorboard; then tensorboard --logdir runs)")
     p.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)  # tests: stop early ("a kill")
     args = p.parse_args(argv)
+    if args.tensorboard and not report.has_tensorboard():  # asked for, so never silently left out
+        raise UsageError(report.TENSORBOARD_MISSING)
     # Which arguments the user typed, so that the synthetic row's overrides never replace them.
     args.explicit = sorted({a.dest for a in p._actions for flag in a.option_strings
                             if any(x == flag or x.startswith(flag + "=") for x in (argv or sys.argv[1:]))})
