@@ -215,6 +215,7 @@ def finish(args, results, history, counts, seconds, log):
 
 # ------------------------------------------------------------------------------------------------- the run
 def main(argv=None):
+    """One training run: setup, data, model and text, optimiser, the epochs, the final test; returns its results."""
     global _INTERRUPTED
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
