@@ -204,8 +204,8 @@ def parse_args(argv=None):
                    "checkpoint's; ucf101 for --zero-shot-clip)")
     p.add_argument("--data-root", default=None, help="its root (default: the checkpoint's for the same dataset, "
                    "else data/<dataset>)")
-    p.add_argument("--protocol", default=None, choices=runs.PROTOCOLS, help="default: the checkpoint's (full for "
-                   "--zero-shot-clip); zero-shot tests ucf101 / hmdb51 / k600 on their 3 splits")
+    p.add_argument("--protocol", default=None, choices=runs.PROTOCOL_NAMES, help="default: the checkpoint's (full "
+                   "for --zero-shot-clip); zero-shot tests ucf101 / hmdb51 / k600 on their 3 splits")
     p.add_argument("--precision", default=None, choices=("bf16", "fp16", "fp32"),
                    help="default: bf16 on a GPU, fp32 on the CPU")
     p.add_argument("--split", type=int, default=None, choices=(1, 2, 3), help="official split (default: the "

@@ -327,7 +327,7 @@ def per_protocol(key):
     """--help text for a PROTOCOLS column, e.g. "default: 128 for few-shot, 256 otherwise; 8 for --dataset
     synthetic": the real defaults instead of argparse's "(default: None)"."""
     groups = {}
-    for name in runs.PROTOCOLS:
+    for name in runs.PROTOCOL_NAMES:
         groups.setdefault(PROTOCOLS[name][key], []).append(name)
     parts = sorted(groups.items(), key=lambda kv: len(kv[1]))  # the largest group last, as "otherwise"
     text = ", ".join(f"{v} for {' and '.join(names)}" for v, names in parts[:-1])
@@ -352,7 +352,7 @@ def parse_args(argv=None):
                    help="synthetic: offline demo; folder: your own videos, see --data-root")
     p.add_argument("--data-root", default=None, help="dataset root (default data/<dataset>); for --dataset folder: "
                    "a folder holding train/<class>/<video> and test/<class>/<video>")
-    p.add_argument("--protocol", default=None, choices=runs.PROTOCOLS,
+    p.add_argument("--protocol", default=None, choices=runs.PROTOCOL_NAMES,
                    help="default: few-shot when --shots is given, else full")
     p.add_argument("--shots", type=int, default=None, help="K videos per class (implies --protocol few-shot; "
                    "default for base2novel: 16)")
