@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import weights
-from weights import CLIPError  # noqa: F401 (clip.CLIPError: what load and tokenize raise)
+from weights import CLIPError  # what load, build_model and tokenize raise, as clip.CLIPError
 
 _URL = "https://openaipublic.azureedge.net/clip/models"
 # OpenAI's published checkpoints. The folder name in each URL is the file's SHA-256, checked after download.

@@ -36,7 +36,6 @@ import runs
 # user's own videos has no published protocol: one centre view, the cheapest (--clips/--crops add more).
 VIEWS = {"hmdb51": (10, 3), "ucf101": (5, 3), "k400": (4, 3), "k600": (4, 3), "ssv2": (2, 3), "synthetic": (1, 1),
          "folder": (1, 1)}
-PROTOCOL_NAMES = ("few-shot", "base2novel", "zero-shot", "full")
 ZERO_SHOT_TARGETS = ("ucf101", "hmdb51", "k600")  # where a model trained on Kinetics-400 is tested
 
 
@@ -219,8 +218,8 @@ def parse_args(argv=None):
                    "checkpoint's; ucf101 for --zero-shot-clip)")
     p.add_argument("--data-root", default=None, help="its root (default: the checkpoint's for the same dataset, "
                    "else data/<dataset>)")
-    p.add_argument("--protocol", default=None, choices=PROTOCOL_NAMES, help="default: the checkpoint's (full for "
-                   "--zero-shot-clip); zero-shot tests ucf101 / hmdb51 / k600 on their 3 splits")
+    p.add_argument("--protocol", default=None, choices=runs.PROTOCOL_NAMES, help="default: the checkpoint's (full "
+                   "for --zero-shot-clip); zero-shot tests ucf101 / hmdb51 / k600 on their 3 splits")
     p.add_argument("--precision", default=None, choices=("bf16", "fp16", "fp32"),
                    help="default: bf16 on a GPU, fp32 on the CPU")
     p.add_argument("--split", type=int, default=None, choices=(1, 2, 3), help="official split (default: the "

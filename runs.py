@@ -20,6 +20,7 @@ import report
 import viclip
 
 DATASETS = ("ucf101", "hmdb51", "k400", "k600", "ssv2", "synthetic", "folder")  # --dataset's choices
+PROTOCOL_NAMES = ("few-shot", "base2novel", "zero-shot", "full")  # --protocol's choices (train.PROTOCOLS: settings)
 # What a run folder holds; a folder holding any of these is a run, and is never written over by accident.
 RUN_FILES = ("checkpoint.pt", "results.json", "results.md", "log.txt", "history.csv", "curves.png")
 

@@ -56,7 +56,6 @@ PROTOCOLS = {
                        lr=1e-2, scale=0.03, alpha=0.0),
 }
 DATASETS = runs.DATASETS  # the five published datasets, the offline demo, and a folder of your own videos
-PROTOCOL_ROWS = ("few-shot", "base2novel", "zero-shot", "full")
 UsageError = runs.UsageError  # a problem the user can fix from the command line: one line, exit status 2
 _INTERRUPTED = "interrupted before anything was written"  # what Ctrl-C says; main() updates it as the run goes
 ETA_AFTER = 3  # steps of warm-up the ETA leaves out
@@ -218,6 +217,7 @@ def finish(args, results, history, counts, seconds, log):
 
 # ------------------------------------------------------------------------------------------------- the run
 def main(argv=None):
+    """One training run: setup, data, model and text, optimiser, the epochs, the final test; returns its results."""
     global _INTERRUPTED
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -338,7 +338,7 @@ def per_protocol(key):
     """--help text for a PROTOCOLS column, e.g. "default: 128 for few-shot, 256 otherwise; 8 for --dataset
     synthetic": the real defaults instead of argparse's "(default: None)"."""
     groups = {}
-    for name in PROTOCOL_ROWS:
+    for name in runs.PROTOCOL_NAMES:
         groups.setdefault(PROTOCOLS[name][key], []).append(name)
     parts = sorted(groups.items(), key=lambda kv: len(kv[1]))  # the largest group last, as "otherwise"
     text = ", ".join(f"{v} for {' and '.join(names)}" for v, names in parts[:-1])
@@ -364,7 +364,7 @@ def parse_args(argv=None):
                    help="synthetic: offline demo; folder: your own videos, see --data-root")
     p.add_argument("--data-root", default=None, help="dataset root (default data/<dataset>); for --dataset folder: "
                    "a folder holding train/<class>/<video> and test/<class>/<video>")
-    p.add_argument("--protocol", default=None, choices=PROTOCOL_ROWS,
+    p.add_argument("--protocol", default=None, choices=runs.PROTOCOL_NAMES,
                    help="default: few-shot when --shots is given, else full")
     p.add_argument("--shots", type=int, default=None, help="K videos per class (implies --protocol few-shot; "
                    "default for base2novel: 16)")

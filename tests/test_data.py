@@ -140,7 +140,8 @@ def test_transforms_share_one_draw_per_clip():
     assert transforms.TestTransform(40)(tv_tensors.Video(clip)).shape == (8, 3, 40, 40)
     three = transforms.TestTransform(40, crops=3)(tv_tensors.Video(clip))
     assert three.shape == (3, 8, 3, 40, 40) and not torch.equal(three[0], three[2])
-    assert not any(isinstance(t, v2.RandomHorizontalFlip) for t in transforms.train_transform(48, flip=False).transforms)
+    steps = transforms.train_transform(48, flip=False).transforms
+    assert not any(isinstance(t, v2.RandomHorizontalFlip) for t in steps)
 
 
 def test_test_transform_single_crop_resizes_to_256_over_224_then_centre_crops():
