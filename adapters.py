@@ -28,6 +28,7 @@ L text length, r adapter bottleneck (the rank); joint layout: P patches per fram
 """
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 import torch.nn.functional as F
 
 
@@ -211,15 +212,23 @@ class MSTA(nn.Module):
         self.clip.eval()  # frozen means frozen: the backbone never switches to training behaviour
         return self
 
+    checkpoint_blocks = False  # True: recompute each block's activations in the backward pass (less memory)
+
     def adapted_blocks(self, z, blocks, adapter, mask=None):
         """Blocks start.. of one encoder: adapted ones add lambda*A, later ones run frozen but with autograd,
-        since the adapters' gradients flow back through them. adapter(j, u) runs the adapter of block j."""
+        since the adapters' gradients flow back through them. adapter(j, u) runs the adapter of block j.
+        With checkpoint_blocks, each block keeps only its input for the backward pass and runs again there
+        (torch.utils.checkpoint, non-reentrant): the same gradients for about one more forward of these blocks."""
         for j in range(self.start, len(blocks)):
-            block = blocks[j]
-            if j < self.stop:
-                z = scaled_residual(block(z, mask), block.ln_1(z), lambda u: adapter(j, u), self.scale)
+            def run(z, j=j):
+                if j < self.stop:
+                    return scaled_residual(blocks[j](z, mask), blocks[j].ln_1(z), lambda u: adapter(j, u),
+                                           self.scale)
+                return blocks[j](z, mask)
+            if self.checkpoint_blocks and torch.is_grad_enabled():
+                z = torch.utils.checkpoint.checkpoint(run, z, use_reentrant=False)
             else:
-                z = block(z, mask)
+                z = run(z)
         return z
 
     def encode_video(self, videos):

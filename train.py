@@ -12,6 +12,7 @@ Multi-GPU: `torchrun --nproc_per_node=N train.py ...` (DistributedDataParallel; 
 Shape legend: B videos, T frames, C classes, K descriptions per class, L text length, E embedding.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -60,6 +61,10 @@ PREFETCH = 4  # batches each loader worker keeps ready (torch's default is 2); m
 
 
 UsageError = evaluate.UsageError  # a problem the user can fix from the command line: one line, exit status 2
+
+
+class OutOfMemory(UsageError):
+    """CUDA ran out of memory in a step: one line naming the options that use less, exit status 2."""
 _INTERRUPTED = "interrupted before anything was written"  # what Ctrl-C says; main() updates it as the run goes
 
 
@@ -144,6 +149,13 @@ def parse_args(argv=None):
                    "use minus the loader workers' share; see evaluate.choose_threads)")
     p.add_argument("--precision", default=None, choices=("bf16", "fp16", "fp32"),
                    help="autocast dtype (default bf16 on a GPU, fp32 on the CPU)")
+    p.add_argument("--micro-batch", default=None, help="videos per forward/backward pass on each process: "
+                   "each optimiser step runs --batch-size as micro-batches and accumulates their gradients, "
+                   "with the same result; a number, or auto: the largest that fits the GPU, found at start-up "
+                   "(default: the whole batch per process)")
+    p.add_argument("--grad-checkpointing", action="store_true", help="recompute the activations of the blocks "
+                   "from the first adapted one up in the backward pass: less memory, about a third more compute, "
+                   "the same result")
     # Where results go, and how often to look at them.
     p.add_argument("--output", default=None, help="run folder (default: runs/ and a name made of the settings)")
     p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint.pt")
@@ -215,6 +227,9 @@ def resolve(args):
         raise UsageError(f"--crops {args.crops}: the test takes 1 (centre) or 3 (left, centre, right) crops")
     if args.workers < 0:
         raise UsageError(f"--workers {args.workers}: must be 0 (load in this process) or more")
+    micro = getattr(args, "micro_batch", None)
+    if micro is not None and micro != "auto" and not (str(micro).isdigit() and int(micro) >= 1):
+        raise UsageError(f"--micro-batch {args.micro_batch}: a number of videos, at least 1, or auto")
     if args.resume and args.overwrite:
         raise UsageError("--resume continues the run in the output folder, --overwrite replaces it: choose one")
     if args.data_root is None:
@@ -331,16 +346,106 @@ class SeededItems(torch.utils.data.Dataset):
 
 
 class TrainStep(torch.nn.Module):
-    """What DDP wraps: one forward returning the logits and the trainable branch's class features, which the
-    consistency loss needs too (encoding the class texts once serves both terms)."""
+    """What DDP wraps: the logits of a (micro-)batch of videos against class features the step encoded once."""
 
     def __init__(self, msta):
         super().__init__()
         self.msta = msta
 
-    def forward(self, videos, class_tokens):
-        text = self.msta.encode_text(class_tokens)                        # (C, E)
-        return self.msta.logits(self.msta.encode_video(videos), text), text  # (B, C), (C, E)
+    def forward(self, videos, text):
+        return self.msta.logits(self.msta.encode_video(videos), text)  # (B, E), (C, E) -> (B, C)
+
+
+def accumulate_step(step_fn, msta, videos, labels, tokens, consistency, micro, autocast, scaler):
+    """Forward and backward of one optimiser step over this process's videos, `micro` videos at a time; the
+    gradients it leaves equal one pass over all of them. Returns (loss, correct): the step's L and its hits.
+
+    The class features w (C, E) and L_CC are computed once per step. Each micro-batch's L_CE is weighted by its
+    share of the videos (L_CE is a mean over the batch), and reads a detached copy of w, so its backward stops at
+    w and leaves dL/dw in that copy's .grad. The last micro-batch reads w itself: its backward adds those
+    gathered gradients (the term w . g, whose gradient is g) to its own and L_CC's, and goes through the text
+    branch once. Under DDP every micro-batch but the last runs in no_sync(): one all-reduce per step, in the
+    last backward, which covers the text branch too. consistency(w) is alpha * L_CC, or None when it is off."""
+    with autocast:
+        text = msta.encode_text(tokens)                                            # (C, E), with autograd
+    cc = consistency(text) if consistency is not None else None
+    held = text.detach().requires_grad_()  # what the micro-batches before the last read
+    chunks = list(zip(videos.split(micro), labels.split(micro)))
+    loss_value, correct = 0.0, 0
+    for i, (v, y) in enumerate(chunks):
+        last = i == len(chunks) - 1
+        quiet = step_fn.no_sync() if not last and hasattr(step_fn, "no_sync") else contextlib.nullcontext()
+        with quiet:
+            with autocast:
+                logits = step_fn(v, text if last else held)                        # (b, C)
+            loss = losses.classification_loss(logits, y)
+            if len(chunks) > 1:
+                loss = loss * (len(y) / len(labels))
+            if last and cc is not None:
+                loss = loss + cc
+            scaled = scaler.scale(loss)
+            if last and held.grad is not None:  # already scaled: it came from the scaled micro-batch losses
+                scaled = scaled + (text * held.grad).sum()
+            scaled.backward()
+        loss_value += loss.item()
+        correct += (logits.argmax(-1) == y).sum().item()
+    return loss_value, correct
+
+
+def choose_micro_batch(value, local, device, fits):
+    """--micro-batch as a number of videos per process: `value` itself (at most the local batch), or for "auto"
+    the largest of local, local/2, local/4, ... 1 for which fits(m) holds on a GPU (a trial forward and
+    backward); on the CPU the whole local batch (memory is the machine's, and one pass is fastest)."""
+    if value != "auto":
+        return min(int(value), local)
+    if device.type != "cuda":
+        return local
+    m = local
+    while m > 1 and not fits(m):
+        m = (m + 1) // 2
+    return m
+
+
+def trial_fits(step_fn, msta, optimizer, shape, tokens, autocast, device, margin=0.9):
+    """fits(m) for choose_micro_batch: a forward and backward of m zero videos of shape (T, 3, H, W) with the
+    class features, then whether its peak memory plus AdamW's state (two fp32 copies of the adapters, made by
+    the first step) stays under `margin` of the GPU. Leaves no gradient and touches no adapter."""
+    state = 0 if optimizer.state else 2 * sum(p.numel() * 4 for p in msta.parameters() if p.requires_grad)
+
+    def fits(m):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            with autocast:
+                text = msta.encode_text(tokens)
+                logits = step_fn(torch.zeros(m, *shape, device=device), text)
+            logits.float().sum().backward()
+            ok = torch.cuda.max_memory_allocated(device) + state < margin * torch.cuda.mem_get_info(device)[1]
+        except torch.cuda.OutOfMemoryError:
+            ok = False
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        return ok
+    return fits
+
+
+def out_of_memory_advice(args, micro, local, precision, checkpointing):
+    """The one line train.py ends with when CUDA runs out of memory: the settings that ran out, and the options
+    that use less memory for the same result (all of them keep the global batch)."""
+    options = []
+    if micro > 1:
+        options.append(f"--micro-batch {micro // 2} (or auto: the largest that fits)")
+    if not checkpointing:
+        options.append("--grad-checkpointing")
+    if precision == "fp32":
+        options.append("--precision bf16")
+    ran = (f"micro-batches of {micro} of {local} videos per process, {precision}, "
+           f"{'with' if checkpointing else 'no'} activation checkpointing")
+    if not options:
+        return (f"CUDA ran out of memory in the training step ({ran}): no option left that keeps the result; a GPU "
+                "with more memory, or a smaller --rank or --blocks (which change the method), would fit")
+    return (f"CUDA ran out of memory in the training step ({ran}); options that use less memory for the same "
+            f"result: {', '.join(options)} (docs/performance.md, memory table)")
 
 
 def save_checkpoint(path, state):
@@ -455,12 +560,15 @@ def main(argv=None):
         tok = lambda sentences: [clip.tokenize(s, context, truncate=True) for s in sentences]  # noqa: E731
         spatial_feats = losses.description_features(model, tok(spatial))                      # (C, E), once
         temporal_feats = losses.description_features(model, tok(temporal))
+    model.checkpoint_blocks = args.grad_checkpointing
     step_fn = TrainStep(model)
     if distributed:
         step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=[device] if device.type == "cuda"
                                                             else None)
     autocast = evaluate.autocast_for(device, args.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
+    consistency = None if spatial_feats is None else (  # alpha * L_CC of the class features w (C, E)
+        lambda w: args.alpha * losses.consistency_loss(w, spatial_feats, temporal_feats))
 
     # ---- optimiser; resume ------------------------------------------------------------------------------------
     params = [p for p in model.parameters() if p.requires_grad]
@@ -474,6 +582,14 @@ def main(argv=None):
         start_epoch, step, history = ckpt["epoch"], ckpt["scheduler"]["step"], ckpt["history"]
         log(f"resumed from {ckpt_path} at epoch {start_epoch}")
         _INTERRUPTED = resume_hint(args, argv, start_epoch)
+
+    # ---- micro-batches: found once, before the first step ------------------------------------------------------
+    local = args.batch_size // world
+    micro = choose_micro_batch(args.micro_batch or local, local, device, trial_fits(
+        step_fn, model, optimizer, (args.frames, 3, resolution, resolution), tokens, autocast, device))
+    if micro < local:
+        log(f"micro-batches: {micro} video(s) per pass, {-(-local // micro)} passes per optimiser step of "
+            f"{local} video(s) per process (the gradients add up to the whole batch's)")
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     steps_per_epoch = len(sampler)
@@ -492,20 +608,19 @@ def main(argv=None):
             videos = data.photometric(clips, params, model.clip.mean, model.clip.std)  # float (B, T, 3, H, W)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, args, steps_per_epoch)
-            with autocast:
-                logits, text = step_fn(videos, tokens)                            # (B, C), (C, E)
-            if spatial_feats is None:  # L_CC off: the classification loss alone
-                loss = losses.classification_loss(logits, labels)
-            else:
-                loss = losses.total_loss(logits, labels, text, spatial_feats, temporal_feats, args.alpha)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            try:  # L = L_CE + alpha L_CC over the batch, its gradients accumulated over the micro-batches
+                loss, hits = accumulate_step(step_fn, model, videos, labels, tokens, consistency, micro, autocast,
+                                             scaler)
+            except torch.cuda.OutOfMemoryError:
+                message = out_of_memory_advice(args, micro, local, args.precision, args.grad_checkpointing)
+                log(f"stopped: {message}. {_INTERRUPTED}", screen=False)
+                raise OutOfMemory(f"{message}. {_INTERRUPTED}") from None
             scaler.step(optimizer)
             scaler.update()
             step += 1
             # Log the global numbers: the mean over processes equals the one-process value.
-            stats = torch.tensor([loss.item() * len(labels), (logits.argmax(-1) == labels).sum().item(),
-                                  len(labels)], dtype=torch.float64, device=device)
+            stats = torch.tensor([loss * len(labels), hits, len(labels)], dtype=torch.float64, device=device)
             if distributed:
                 dist.all_reduce(stats)
             loss_sum, correct, seen = loss_sum + stats[0].item(), correct + stats[1].item(), seen + stats[2].item()
