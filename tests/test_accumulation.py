@@ -60,17 +60,18 @@ def assert_same_adapters(a, b, lr, steps, grads=None):
     so an element whose gradient is at the fp32 rounding floor (e.g. the temporal attention's key bias, which adds
     the same q . b_k to every key's score and which softmax ignores: its gradient is zero up to rounding) may move
     either way in two sums of a different order. Those elements may differ by up to 2 lr a step; with `grads`
-    (one step) they are exactly the ones whose gradient is below 1e-6 of the largest of all, otherwise fewer than
+    (one step) they are exactly the ones whose gradient is below 1e-6 of the largest of all, and in all fewer than
     0.5% of the elements; every other element agrees to 1e-5."""
     assert a.keys() == b.keys()
     floor = 1e-6 * max(g.abs().max() for g in grads.values()) if grads is not None else None
+    far_count = 0
     for k in a:
         far = (a[k] - b[k]).abs() > 1e-5 * b[k].abs().max() + 1e-6
         assert (a[k] - b[k]).abs().max() <= 2 * lr * steps + 1e-6, k
         if grads is not None:
             assert not (far & (grads[k].abs() > floor)).any(), k
-        else:
-            assert far.sum() <= 0.005 * far.numel() + 1, k
+        far_count += far.sum().item()
+    assert far_count <= 0.005 * sum(v.numel() for v in a.values())
 
 
 @pytest.mark.parametrize("backbone", ["clip", "viclip"])
