@@ -133,6 +133,9 @@ def table(results):
     if "single" in inf:
         out += ["", f"3. inference, MSTA few-shot, class text features cached ({inf['precision']})"]
         for key, what in (("single", "single view"), ("multi", f"{VIEWS[0]}x{VIEWS[1]} views")):
+            if key not in inf:
+                out.append(f"   {what:14s} not run (on a CPU only with --all)")
+                continue
             r = inf[key]
             out.append(f"   {what:14s} {r['videos']} video(s) x {r['views']:2d} views per batch: "
                        f"{r['clips_per_s']:7.2f} clips/s, {r['videos_per_s']:7.3f} videos/s, "

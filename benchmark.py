@@ -21,8 +21,8 @@ FLOPs are counted analytically (flops.py).
 
 What runs by default: everything on a GPU (batch 32, 10 timed steps after 3 warm-up). On a CPU: batch 2, 1 timed
 step after 1 warm-up; bf16 rows only where the CPU computes bf16 natively (bench_measure.native_bf16; emulated
-bf16 is some 50x slower than fp32), and the ablation only with --ablation (its all-off step alone re-encodes 404
-descriptions at all 77 positions: about 5 TFLOP). The table says what was skipped and why. --quick runs
+bf16 is some 50x slower than fp32), and the ablation and the 15-view inference only with --all (the ablation's
+all-off step alone re-encodes 404 descriptions at all 77 positions: about 5 TFLOP; 15 views are 120 frames). The table says what was skipped and why. --quick runs
 everything on the 4-layer random-tiny models in one process, in seconds (the tests' mode; its numbers mean
 nothing). Output: the table, the target checks, benchmark.json; --markdown adds the memory tables as Markdown
 (docs/performance.md), --report FILE prints them again from a saved benchmark.json.
@@ -67,7 +67,7 @@ SIZES = {False: dict(clip="random-ViT-B/16", viclip="random-ViCLIP-B/16", few_sh
          True: dict(clip="random-tiny", viclip="random-ViCLIP-tiny", few_shot=(16, (3, 4)), largest=(32, (1, 4)))}
 
 # The rows, in the order they run and print. group: "main" always; "bf16" only with native bf16; "ablation" on a
-# CPU only with --ablation; "memory" the memory table; "compile" only with --compile.
+# CPU only with --all; "memory" the memory table; "compile" only with --compile.
 def R(name, worker, label, group="main", **settings):
     return dict(dict(name=name, worker=worker, label=label, group=group, backbone="clip", setting="few_shot",
                      kind="msta"), **settings)
@@ -347,8 +347,8 @@ def train_worker(name, args):
     if device.type == "cuda":
         out["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(device)
     t1 = time.perf_counter()
-    out["ceiling"] = ceiling(probe.ops.values(), device, min_s=0.005 if args.quick else 0.02) if isinstance(
-        probe, StepProbe) else {}
+    out["ceiling"] = ceiling(probe.ops.values(), device, min_s=0.005 if args.quick else 0.02,
+                             cache=args.cache_dir) if isinstance(probe, StepProbe) else {}
     out["ceiling_s"] = time.perf_counter() - t1
     return out
 
@@ -419,23 +419,25 @@ def infer_worker(name, args):
         return net.logits(feats, text).softmax(-1).view(-1, views, len(text)).sum(1)  # (B, C), summed over views
 
     single = torch.randn(B, T, 3, R, R, device=device)
-    multi = torch.randn(Bm * V, T, 3, R, R, device=device)                     # (B*V, T, 3, H, W)
     with StepProbe() as probe:
         run(single, 1)
     t1 = timed(lambda: run(single, 1), max(0, args.warmup - 1), args.steps, device)
-    # The CPU runs the 15-view batch (1 video, 120 frames) once, warmed up by the single-view runs.
-    with StepProbe() as probe_multi:
-        tm = timed(lambda: run(multi, V), 0 if device.type == "cpu" else args.warmup, 1 if device.type == "cpu"
-                   else args.steps, device)
-    f1, fm = step_flops("infer", model, B, T, msta=net)[0], step_flops("infer", model, Bm * V, T, msta=net)[0]
-    s1, sm = statistics.median(t1), statistics.median(tm)
-    ops = {**probe.ops, **probe_multi.ops}
-    return dict(config=name, precision=precision, frames=T, rank=rank, blocks=list(blocks),
-                single=dict(videos=B, views=1, time_s=s1, times_s=t1, clips_per_s=B / s1, videos_per_s=B / s1,
-                            flops=f1, flops_per_s=f1 / s1),
-                multi=dict(videos=Bm, views=V, time_s=sm, times_s=tm, clips_per_s=Bm * V / sm,
-                           videos_per_s=Bm / sm, flops=fm, flops_per_s=fm / sm),
-                peak_bytes=probe.peak, ceiling=ceiling(ops.values(), device, min_s=0.005 if args.quick else 0.02))
+    f1, s1 = step_flops("infer", model, B, T, msta=net)[0], statistics.median(t1)
+    out = dict(config=name, precision=precision, frames=T, rank=rank, blocks=list(blocks), peak_bytes=probe.peak,
+               single=dict(videos=B, views=1, time_s=s1, times_s=t1, clips_per_s=B / s1, videos_per_s=B / s1,
+                           flops=f1, flops_per_s=f1 / s1))
+    if extended(args, device):  # the CPU runs the 15-view batch (1 video, 120 frames) once, warmed up above
+        multi = torch.randn(Bm * V, T, 3, R, R, device=device)                 # (B*V, T, 3, H, W)
+        with StepProbe() as probe_multi:
+            tm = timed(lambda: run(multi, V), 0 if device.type == "cpu" else args.warmup,
+                       1 if device.type == "cpu" else args.steps, device)
+        fm, sm = step_flops("infer", model, Bm * V, T, msta=net)[0], statistics.median(tm)
+        out["multi"] = dict(videos=Bm, views=V, time_s=sm, times_s=tm, clips_per_s=Bm * V / sm,
+                            videos_per_s=Bm / sm, flops=fm, flops_per_s=fm / sm)
+        probe.ops.update(probe_multi.ops)
+    out["ceiling"] = ceiling(probe.ops.values(), device, min_s=0.005 if args.quick else 0.02,
+                             cache=args.cache_dir)
+    return out
 
 
 WORKERS = dict(train=train_worker, memory=memory_worker, infer=infer_worker, data=bench_data.data_worker,
@@ -452,8 +454,8 @@ def parse_args(argv=None):
     p.add_argument("--frames", type=int, default=8, help="frames per video T (default: 8)")
     p.add_argument("--precision", default=None, choices=("bf16", "fp32"),
                    help="autocast dtype of the steps (default as train.py: bf16 on a GPU, fp32 on the CPU)")
-    p.add_argument("--ablation", action="store_true", help="on a CPU, also the ablation rows (a GPU and --quick "
-                   "run them)")
+    p.add_argument("--all", action="store_true", help="on a CPU, also the ablation rows and the 15-view inference "
+                   "(a GPU and --quick run them)")
     p.add_argument("--compile", action="store_true", help="also the torch.compile row")
     p.add_argument("--only", nargs="+", default=None, metavar="ROW",
                    help=f"run only these rows or groups ({', '.join(sorted({r['group'] for r in ROWS}))})")
@@ -479,9 +481,8 @@ def selected(args, device):
             continue
         if row["group"] == "bf16" and not native:
             why = f"bf16 rows: this {device.type.upper()} has no native bf16 ({how}); emulated, a step takes minutes"
-        elif (row["group"] == "ablation" and device.type == "cpu" and not (args.ablation or args.quick)
-              and not args.only):
-            why = "ablation rows: on a CPU only with --ablation (its all-off step alone is about 5 TFLOP)"
+        elif row["group"] == "ablation" and not extended(args, device) and not args.only:
+            why = "ablation rows and 15-view inference: on a CPU only with --all (the all-off step alone is ~5 TFLOP)"
         elif row["group"] == "compile" and not args.compile and not args.only:
             why = None
         else:
@@ -490,6 +491,11 @@ def selected(args, device):
         if why and why not in skipped:
             skipped.append(why)
     return rows, skipped
+
+
+def extended(args, device):
+    """Whether the rows a CPU leaves out by default run: the ablation and the 15-view inference."""
+    return device.type == "cuda" or args.all or args.quick
 
 
 def run_worker(name, args, cache_dir):
@@ -505,6 +511,7 @@ def run_worker(name, args, cache_dir):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--cache-dir", cache_dir,
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--frames", str(args.frames)]
     cmd += ["--batch", str(args.batch)] * bool(args.batch) + ["--precision", args.precision] * bool(args.precision)
+    cmd += ["--all"] * args.all
     proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True)
     if proc.returncode != 0:
         return dict(config=name, error=proc.stderr.strip()[-2000:] or f"exit status {proc.returncode}")
