@@ -22,10 +22,11 @@ FLOPs are counted analytically (flops.py).
 What runs by default: everything on a GPU (batch 32, 10 timed steps after 3 warm-up). On a CPU: batch 2, 1 timed
 step after 1 warm-up; bf16 rows only where the CPU computes bf16 natively (bench_measure.native_bf16; emulated
 bf16 is some 50x slower than fp32), and the ablation and the 15-view inference only with --all (the ablation's
-all-off step alone re-encodes 404 descriptions at all 77 positions: about 5 TFLOP; 15 views are 120 frames). The table says what was skipped and why. --quick runs
-everything on the 4-layer random-tiny models in one process, in seconds (the tests' mode; its numbers mean
-nothing). Output: the table, the target checks, benchmark.json; --markdown adds the memory tables as Markdown
-(docs/performance.md), --report FILE prints them again from a saved benchmark.json.
+all-off step alone re-encodes 404 descriptions at all 77 positions: about 5 TFLOP; 15 views are 120 frames). The
+table says what was skipped and why. --quick runs everything on the 4-layer random-tiny models in one process, in
+seconds (the tests' mode; its numbers mean nothing). Output: the table, the target checks, benchmark.json;
+--markdown adds the memory table as Markdown (docs/performance.md), --report FILE prints the tables of a saved
+benchmark.json again.
 
 Shape legend: B videos, V views, T frames, N tokens per frame (1 + grid^2), D width, C classes, K descriptions
 per class, E embedding, L text length, L' trimmed text length, r adapter rank.
@@ -50,7 +51,7 @@ import losses
 import train
 import viclip
 from bench_measure import OtherLoad, StepProbe, ceiling, machine, native_bf16, timed
-from bench_report import DESCRIPTIONS, GB, VIEWS, ceilings, check, markdown, progress, table
+from bench_report import DESCRIPTIONS, VIEWS, ceilings, check, markdown, progress, table
 from flops import step_flops  # analytic counts, flops.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -66,13 +67,15 @@ SIZES = {False: dict(clip="random-ViT-B/16", viclip="random-ViCLIP-B/16", few_sh
                      largest=(256, (1, 12))),
          True: dict(clip="random-tiny", viclip="random-ViCLIP-tiny", few_shot=(16, (3, 4)), largest=(32, (1, 4)))}
 
-# The rows, in the order they run and print. group: "main" always; "bf16" only with native bf16; "ablation" on a
-# CPU only with --all; "memory" the memory table; "compile" only with --compile.
+
 def R(name, worker, label, group="main", **settings):
+    """One row of ROWS: a CLIP few-shot MSTA training step unless `settings` say otherwise."""
     return dict(dict(name=name, worker=worker, label=label, group=group, backbone="clip", setting="few_shot",
                      kind="msta"), **settings)
 
 
+# The rows, in the order they run and print. group: "main" always; "bf16" only with native bf16; "ablation" on a
+# CPU only with --all; "memory" the memory table; "compile" only with --compile.
 ROWS = [
     R("msta-few-shot", "train", "MSTA few-shot (r {r}, blocks {b})"),
     R("msta-largest", "train", "MSTA largest (r {r}, blocks {b})", setting="largest"),
@@ -103,7 +106,7 @@ def embed_text_full(model, tokens):
 
 
 class AblationMSTA(adapters.MSTA):
-    """adapters.MSTA whose efficiency measures can be switched off, for item 4. With none off, every call goes to
+    """adapters.MSTA whose efficiency measures can be switched off, for the ablation. With none off, every call goes to
     adapters.MSTA's own code, so the measured step is the real one. ("cache" off is done by the step itself:
     it empties _text_cache before each forward.)"""
 
@@ -158,11 +161,11 @@ def adapter_error(net, videos, autocast):
 
 
 def bf16_stream(model):
-    """The vision stream in bf16 under autocast, as clip.py had it before keeping it fp32 (the text stream was
-    fp32 already): embed's output cast to bf16, which every block then keeps. Only to measure what fp32 costs."""
+    """The vision stream in bf16 under autocast, the alternative to clip.py's fp32 stream (the text stream is fp32
+    either way): embed's output cast to bf16, which every block then keeps. Only to measure what fp32 costs."""
     embed = model.visual.embed
 
-    def bf16_embed(images):  # an instance attribute shadows the method; without autocast, fp32 as before
+    def bf16_embed(images):  # an instance attribute shadows the method; without autocast, fp32 as clip.py
         x = embed(images)
         return x.to(torch.bfloat16) if torch.is_autocast_enabled(images.device.type) else x
     model.visual.embed = bf16_embed
@@ -208,10 +211,10 @@ def ucf101_text(context_length=77):
     each, all tokenised to the model's context length (CLIP 77, ViCLIP 32), as train.py does. Class names are
     the keys of descriptions/ucf101.json, in its order."""
     with open(os.path.join(HERE, "descriptions", "ucf101.json")) as f:
-        table = json.load(f)
-    names = list(table)
+        entries = json.load(f)
+    names = list(entries)
     prompts = clip.tokenize([f"a video of {name}." for name in names], context_length)  # train.class_tokens'
-    spatial, temporal = ([s for name in names for s in table[name][kind][:DESCRIPTIONS]]
+    spatial, temporal = ([s for name in names for s in entries[name][kind][:DESCRIPTIONS]]
                          for kind in ("spatial", "temporal"))
     return (prompts, clip.tokenize(spatial, context_length, truncate=True),
             clip.tokenize(temporal, context_length, truncate=True))
@@ -247,7 +250,7 @@ def descriptions_worker(name, args):
     return dict(config=name)
 
 
-def build_model(row, args, device, precision=None):
+def build_model(row, args, device):
     """The row's backbone (random, seed 0) and the network trained on it: MSTA (with the row's measures off and
     its checkpointing) or full fine-tuning; (backbone, net, C class prompts, spatial, temporal tokens)."""
     size, off = SIZES[args.quick], set(row.get("off", ()))

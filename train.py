@@ -8,6 +8,7 @@ The argparse defaults below ARE the paper's settings; PROTOCOLS holds the few nu
 The loop reads top to bottom: setup, data, model, optimiser, then for each epoch the steps (forward, loss,
 backward, step, log), an evaluation every --eval-every epochs and at the end, and a checkpoint every epoch.
 Multi-GPU: `torchrun --nproc_per_node=N train.py ...` (DistributedDataParallel; the global batch stays the same).
+One smaller GPU: --micro-batch and --grad-checkpointing keep the result (docs/performance.md).
 
 Shape legend: B videos, T frames, C classes, K descriptions per class, L text length, E embedding.
 """
@@ -61,11 +62,11 @@ PREFETCH = 4  # batches each loader worker keeps ready (torch's default is 2); m
 
 
 UsageError = evaluate.UsageError  # a problem the user can fix from the command line: one line, exit status 2
+_INTERRUPTED = "interrupted before anything was written"  # what Ctrl-C says; main() updates it as the run goes
 
 
 class OutOfMemory(UsageError):
     """CUDA ran out of memory in a step: one line naming the options that use less, exit status 2."""
-_INTERRUPTED = "interrupted before anything was written"  # what Ctrl-C says; main() updates it as the run goes
 
 
 def per_protocol(key):
@@ -371,7 +372,7 @@ def accumulate_step(step_fn, msta, videos, labels, tokens, consistency, micro, a
     cc = consistency(text) if consistency is not None else None
     held = text.detach().requires_grad_()  # what the micro-batches before the last read
     chunks = list(zip(videos.split(micro), labels.split(micro)))
-    loss_value, correct = 0.0, 0
+    loss_value = correct = 0
     for i, (v, y) in enumerate(chunks):
         last = i == len(chunks) - 1
         quiet = step_fn.no_sync() if not last and hasattr(step_fn, "no_sync") else contextlib.nullcontext()
@@ -387,9 +388,9 @@ def accumulate_step(step_fn, msta, videos, labels, tokens, consistency, micro, a
             if last and held.grad is not None:  # already scaled: it came from the scaled micro-batch losses
                 scaled = scaled + (text * held.grad).sum()
             scaled.backward()
-        loss_value += loss.item()
-        correct += (logits.argmax(-1) == y).sum().item()
-    return loss_value, correct
+        loss_value = loss_value + loss.detach()
+        correct = correct + (logits.argmax(-1) == y).sum()
+    return loss_value.item(), int(correct)  # one device sync a step
 
 
 def choose_micro_batch(value, local, device, fits):
@@ -585,8 +586,13 @@ def main(argv=None):
 
     # ---- micro-batches: found once, before the first step ------------------------------------------------------
     local = args.batch_size // world
+    # The trials run on this process alone (no DDP: no collective); then every process takes the smallest found.
     micro = choose_micro_batch(args.micro_batch or local, local, device, trial_fits(
-        step_fn, model, optimizer, (args.frames, 3, resolution, resolution), tokens, autocast, device))
+        TrainStep(model), model, optimizer, (args.frames, 3, resolution, resolution), tokens, autocast, device))
+    if distributed and args.micro_batch == "auto":
+        found = torch.tensor([micro], device=device)
+        dist.all_reduce(found, op=dist.ReduceOp.MIN)
+        micro = int(found)
     if micro < local:
         log(f"micro-batches: {micro} video(s) per pass, {-(-local // micro)} passes per optimiser step of "
             f"{local} video(s) per process (the gradients add up to the whole batch's)")
@@ -612,11 +618,11 @@ def main(argv=None):
             try:  # L = L_CE + alpha L_CC over the batch, its gradients accumulated over the micro-batches
                 loss, hits = accumulate_step(step_fn, model, videos, labels, tokens, consistency, micro, autocast,
                                              scaler)
+                scaler.step(optimizer)  # the first step allocates AdamW's state: it can run out too
             except torch.cuda.OutOfMemoryError:
                 message = out_of_memory_advice(args, micro, local, args.precision, args.grad_checkpointing)
                 log(f"stopped: {message}. {_INTERRUPTED}", screen=False)
                 raise OutOfMemory(f"{message}. {_INTERRUPTED}") from None
-            scaler.step(optimizer)
             scaler.update()
             step += 1
             # Log the global numbers: the mean over processes equals the one-process value.
