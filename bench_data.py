@@ -164,13 +164,13 @@ def pipeline_rate(data, folder, T, resolution, defer, items):
 
 
 def loader_worker(name, args):
-    """The loader as train.py builds it (persistent workers, pinned memory, train.PREFETCH batches each, uint8
+    """The loader as train.py builds it (persistent workers, pinned memory, batches.PREFETCH batches each, uint8
     clips, photometric half on the device), all the process's cores as workers, over copies of the prepared
     clip: clips/s delivered to the device. Then the prefetch depth: with a stand-in training step as long as
     the loader's own time per batch (where waiting is likeliest), the share of the time the step waits for
     data at prefetch 2, 4 and 8 batches per worker."""
     import data  # noqa: PLC0415
-    import train  # noqa: PLC0415
+    import batches  # noqa: PLC0415
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size, T = VIDEO[args.quick], args.frames
@@ -205,11 +205,11 @@ def loader_worker(name, args):
             del it, loader
             return n / total, waited / total
 
-        rate, _ = run(train.PREFETCH)
+        rate, _ = run(batches.PREFETCH)
         step_s = B / rate
         waits = {p: run(p, step_s)[1] for p in (2, 4, 8)}
     return dict(config=name, device=device.type, workers=workers, batch=B, batches=timed_batches,
-                clips_per_s=rate, prefetch=train.PREFETCH, step_s=step_s,
+                clips_per_s=rate, prefetch=batches.PREFETCH, step_s=step_s,
                 wait_share={str(p): w for p, w in waits.items()})
 
 

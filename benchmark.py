@@ -53,6 +53,7 @@ import viclip
 from bench_measure import OtherLoad, StepProbe, ceiling, machine, native_bf16, timed
 from bench_report import DESCRIPTIONS, VIEWS, ceilings, check, markdown, progress, table
 from flops import step_flops  # analytic counts, flops.py
+from prompts import description_features
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The efficiency measures of MSTA's step (the ablation), by the name --worker off-NAME switches off.
@@ -186,7 +187,7 @@ class FullFineTune(torch.nn.Module):
     def encode_text(self, tokens, adapted=True):
         if adapted:
             return self.clip.encode_text(tokens)
-        with torch.no_grad():  # the frozen description branch, as losses.description_features calls it
+        with torch.no_grad():  # the frozen description branch, as prompts.description_features calls it
             return self.clip.encode_text(tokens)
 
     logits = adapters.MSTA.logits  # exp(logit_scale) * cos in fp32: the same head as MSTA's
@@ -221,18 +222,18 @@ def ucf101_text(context_length=77):
 
 
 def per_class(tokens, C):
-    """(C*K, L) -> the (C, K, L) form losses.description_features takes."""
+    """(C*K, L) -> the (C, K, L) form prompts.description_features takes."""
     return tokens.view(C, -1, tokens.shape[1])
 
 
 def cached_description_features(model, spatial, temporal, C, cache_dir, name):
-    """losses.description_features for both kinds, computed once and kept in cache_dir for the next workers
+    """prompts.description_features for both kinds, computed once and kept in cache_dir for the next workers
     (the random CLIP is the same in every process, seed 0, so are its features)."""
     path = os.path.join(cache_dir, f"descriptions-{name.replace('/', '-')}.pt") if cache_dir else None
     device = model.clip.logit_scale.device
     if path and os.path.exists(path):
         return [f.to(device) for f in torch.load(path, weights_only=True)]
-    feats = [losses.description_features(model, per_class(tokens, C)) for tokens in (spatial, temporal)]
+    feats = [description_features(model, per_class(tokens, C)) for tokens in (spatial, temporal)]
     if path:
         torch.save([f.cpu() for f in feats], path + ".tmp")
         os.replace(path + ".tmp", path)
@@ -299,7 +300,7 @@ def build_train_step(name, args):
         s, t = feats
         if "desc" in off:
             with autocast:  # in the forward's precision, as a step that encodes them would
-                s, t = (losses.description_features(net, per_class(x, C)) for x in (spatial, temporal))
+                s, t = (description_features(net, per_class(x, C)) for x in (spatial, temporal))
         return losses.consistency_loss(w, s, t)
 
     def train_step():  # train.py's loop body
@@ -309,7 +310,7 @@ def build_train_step(name, args):
         loss, _ = train.accumulate_step(step_fn, net, videos, labels, prompts, consistency, row.get("micro") or B,
                                         autocast, scaler)
         optimizer.step()
-        return torch.tensor(loss)
+        return loss
 
     def vit_step():  # the reference: image encoder forward + backward, every weight trainable, no optimiser
         with autocast:

@@ -40,12 +40,13 @@ def one_step(backbone, temporal, micro, batch=8, frames=4, checkpointing=False, 
     params = [p for p in msta.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), weight_decay=1e-3)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    loss, hits = train.accumulate_step(train.TrainStep(msta), msta, videos, labels, tokens,
+    loss, logits = train.accumulate_step(train.TrainStep(msta), msta, videos, labels, tokens,
                                        lambda w: 0.5 * losses.consistency_loss(w, spatial, temporal_feats), micro,
                                        contextlib.nullcontext(), scaler)
     grads = {n: p.grad.clone() for n, p in msta.named_parameters() if p.requires_grad}
     optimizer.step()
-    return loss, grads, msta.trainable_state_dict()
+    assert logits.shape == (batch, C)
+    return loss.item(), grads, msta.trainable_state_dict()
 
 
 def assert_same(a, b, rtol=1e-4, atol=1e-6):
