@@ -23,10 +23,13 @@ def ratio(a, b):
 
 
 def ceilings(results):
-    """{precision: best rate of any op any row ran in it}: the ceiling no row's FLOP rate can exceed."""
+    """{precision: the best rate of any op that any row of that precision ran}: the ceiling no such row's FLOP
+    rate can exceed. A bf16 row's fp32 ops (the logits, the loss) count for its bound too: the rows' own
+    precision decides, not the op's."""
     best = {}
     for row in [*results["train"].values(), results.get("inference", {})]:
-        for precision, c in row.get("ceiling", {}).items():
+        for c in row.get("ceiling", {}).values():
+            precision = row.get("precision")
             if c["flops_per_s"] > best.get(precision, {}).get("flops_per_s", 0):
                 best[precision] = dict(c, row=row.get("config"))
     return best

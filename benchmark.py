@@ -19,14 +19,14 @@ attention ops, which bench_measure.ceiling runs again alone. The ceiling of a pr
 of those ops, so no row's utilisation can exceed 100%; it is measured only for precisions the run uses.
 FLOPs are counted analytically (flops.py).
 
-What runs by default: everything on a GPU (batch 32, 10 timed steps after 3 warm-up). On a CPU: batch 2, 1 timed
-step after 1 warm-up; bf16 rows only where the CPU computes bf16 natively (bench_measure.native_bf16; emulated
-bf16 is some 50x slower than fp32), and the ablation and the 15-view inference only with --all (the ablation's
-all-off step alone re-encodes 404 descriptions at all 77 positions: about 5 TFLOP; 15 views are 120 frames). The
-table says what was skipped and why. --quick runs everything on the 4-layer random-tiny models in one process, in
-seconds (the tests' mode; its numbers mean nothing). Output: the table, the target checks, benchmark.json;
---markdown adds the memory table as Markdown (docs/performance.md), --report FILE prints the tables of a saved
-benchmark.json again.
+What runs by default: on a GPU every row but the compile one (batch 32, 10 timed steps after 3 warm-up). On a
+CPU: batch 2, 1 timed step after 1 warm-up; bf16 rows only where the CPU computes bf16 natively
+(bench_measure.native_bf16; emulated bf16 is some 50x slower than fp32), and the ablation and the 15-view
+inference only with --all (the ablation's all-off step alone re-encodes 404 descriptions at all 77 positions:
+about 5 TFLOP; 15 views are 120 frames). The table says what was skipped and why. --quick runs everything on the
+4-layer random-tiny models in one process, in seconds (the tests' mode; its numbers mean nothing). Output: the
+table, the target checks, benchmark.json; --markdown adds the memory table as Markdown (docs/performance.md),
+--report FILE prints the tables of a saved benchmark.json again.
 
 Shape legend: B videos, V views, T frames, N tokens per frame (1 + grid^2), D width, C classes, K descriptions
 per class, E embedding, L text length, L' trimmed text length, r adapter rank.
