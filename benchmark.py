@@ -463,7 +463,7 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="also the torch.compile row")
     p.add_argument("--only", nargs="+", default=None, metavar="ROW",
                    help=f"run only these rows or groups ({', '.join(sorted({r['group'] for r in ROWS}))})")
-    p.add_argument("--markdown", action="store_true", help="also print the memory tables as Markdown")
+    p.add_argument("--markdown", action="store_true", help="also print the memory table as Markdown (docs/performance.md)")
     p.add_argument("--report", default=None, metavar="JSON", help="print the tables of a saved benchmark.json")
     p.add_argument("--quick", action="store_true", help="random-tiny models, 1 warm-up + 1 timed step, a 2-s video, "
                    "all in this process: seconds, for tests (its numbers mean nothing)")
