@@ -74,6 +74,9 @@ def resolve(args, PROTOCOLS):
         raise UsageError(f"--crops {args.crops}: the test takes 1 (centre) or 3 (left, centre, right) crops")
     if args.workers < 0:
         raise UsageError(f"--workers {args.workers}: must be 0 (load in this process) or more")
+    micro = getattr(args, "micro_batch", None)
+    if micro is not None and micro != "auto" and not (str(micro).isdigit() and int(micro) >= 1):
+        raise UsageError(f"--micro-batch {micro}: a number of videos, at least 1, or auto")
     if args.resume and args.overwrite:
         raise UsageError("--resume continues the run in the output folder, --overwrite replaces it: choose one")
     if args.data_root is None:

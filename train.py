@@ -9,10 +9,12 @@ Read top-down: the step (train_step: forward, loss, backward, optimiser step) an
 then main: setup, data, model, optimiser, and for each epoch the steps, an evaluation every --eval-every epochs
 and at the end, and a checkpoint every epoch; the command line last. The batches are batches.py's.
 Multi-GPU: `torchrun --nproc_per_node=N train.py ...` (DistributedDataParallel; the global batch stays the same).
+One smaller GPU: --micro-batch and --grad-checkpointing keep the result (docs/performance.md).
 
 Shape legend: B videos, T frames, C classes, K descriptions per class, L text length, E embedding.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -61,38 +63,75 @@ _INTERRUPTED = "interrupted before anything was written"  # what Ctrl-C says; ma
 ETA_AFTER = 3  # steps of warm-up the ETA leaves out
 
 
+class OutOfMemory(UsageError):
+    """CUDA ran out of memory in a step: one line naming the options that use less, exit status 2."""
+
+
 # ------------------------------------------------------------------------------------------------- the step
 class TrainStep(torch.nn.Module):
-    """What DDP wraps: one forward returning the logits and the trainable branch's class features, which the
-    consistency loss needs too (encoding the class texts once serves both terms)."""
+    """What DDP wraps: the logits of a (micro-)batch of videos against class features the step encoded once."""
 
     def __init__(self, msta):
         super().__init__()
         self.msta = msta
 
-    def forward(self, videos, class_tokens):
-        text = self.msta.encode_text(class_tokens)                        # (C, E)
-        return self.msta.logits(self.msta.encode_video(videos), text), text  # (B, C), (C, E)
+    def forward(self, videos, text):
+        return self.msta.logits(self.msta.encode_video(videos), text)  # (B, E), (C, E) -> (B, C)
 
 
-def train_step(step_fn, optimizer, scaler, autocast, lr, videos, labels, tokens, targets=None, alpha=0.0):
-    """One optimiser step on one batch; returns its (loss, logits (B, C)).
+def train_step(step_fn, optimizer, scaler, autocast, lr, videos, labels, tokens, targets=None, alpha=0.0,
+               micro=None):
+    """One optimiser step on one batch, in micro-batches of `micro` videos (default: all at once); returns its
+    (loss, logits (B, C)).
 
     videos (B, T, 3, H, W), labels (B,), tokens (C, L) the class prompts; targets: the frozen description
     features (D_s, D_t), each (C, E), or None when L_CC is off."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    with autocast:
-        logits, text = step_fn(videos, tokens)                                # (B, C), (C, E)
-    if targets is None:  # L_CC off: the classification loss alone
-        loss = losses.classification_loss(logits, labels)
-    else:
-        loss = losses.total_loss(logits, labels, text, *targets, alpha)
+    msta = getattr(step_fn, "module", step_fn).msta  # DDP keeps the TrainStep it wraps as .module
+    consistency = None if targets is None else (lambda w: alpha * losses.consistency_loss(w, *targets))
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()  # fp16: the loss scaled against underflow; a no-op scaler otherwise
-    scaler.step(optimizer)
+    loss, logits = accumulate_step(step_fn, msta, videos, labels, tokens, consistency, micro or len(videos),
+                                   autocast, scaler)
+    scaler.step(optimizer)  # fp16: the loss was scaled against underflow; a no-op scaler otherwise
     scaler.update()
-    return loss.detach(), logits.detach()
+    return loss, logits
+
+
+def accumulate_step(step_fn, msta, videos, labels, tokens, consistency, micro, autocast, scaler):
+    """Forward and backward of one optimiser step over this process's videos, `micro` videos at a time; the
+    gradients it leaves equal one pass over all of them. Returns the step's loss L and its logits (B, C).
+
+    The class features w (C, E) and L_CC are computed once per step. Each micro-batch's L_CE is weighted by its
+    share of the videos (L_CE is a mean over the batch), and reads a detached copy of w, so its backward stops at
+    w and leaves dL/dw in that copy's .grad. The last micro-batch reads w itself: its backward adds those
+    gathered gradients (the term w . g, whose gradient is g) to its own and L_CC's, and goes through the text
+    branch once. Under DDP every micro-batch but the last runs in no_sync(): one all-reduce per step, in the
+    last backward, which covers the text branch too. consistency(w) is alpha * L_CC, or None when it is off."""
+    with autocast:
+        text = msta.encode_text(tokens)                                            # (C, E), with autograd
+    cc = consistency(text) if consistency is not None else None
+    held = text.detach().requires_grad_()  # what the micro-batches before the last read
+    chunks = list(zip(videos.split(micro), labels.split(micro)))
+    total, all_logits = 0, []
+    for i, (v, y) in enumerate(chunks):
+        last = i == len(chunks) - 1
+        quiet = step_fn.no_sync() if not last and hasattr(step_fn, "no_sync") else contextlib.nullcontext()
+        with quiet:
+            with autocast:
+                logits = step_fn(v, text if last else held)                        # (b, C)
+            loss = losses.classification_loss(logits, y)
+            if len(chunks) > 1:
+                loss = loss * (len(y) / len(labels))
+            if last and cc is not None:
+                loss = loss + cc
+            scaled = scaler.scale(loss)
+            if last and held.grad is not None:  # already scaled: it came from the scaled micro-batch losses
+                scaled = scaled + (text * held.grad).sum()
+            scaled.backward()
+        total = total + loss.detach()
+        all_logits.append(logits.detach())
+    return total, torch.cat(all_logits)                                            # (), (B, C)
 
 
 def lr_at(step, args, steps_per_epoch):
@@ -174,6 +213,79 @@ def setup_processes(args):
     else:
         device = torch.device("cpu")
     return distributed, rank, world, device
+
+
+def choose_micro_batch(value, local, device, fits):
+    """--micro-batch as a number of videos per process: `value` itself (at most the local batch), or for "auto"
+    the largest of local, local/2, local/4, ... 1 for which fits(m) holds on a GPU (a trial forward and
+    backward); on the CPU the whole local batch (memory is the machine's, and one pass is fastest)."""
+    if value != "auto":
+        return min(int(value), local)
+    if device.type != "cuda":
+        return local
+    m = local
+    while m > 1 and not fits(m):
+        m = (m + 1) // 2
+    return m
+
+
+def trial_fits(step_fn, msta, optimizer, shape, tokens, autocast, device, margin=0.9):
+    """fits(m) for choose_micro_batch: a forward and backward of m zero videos of shape (T, 3, H, W) with the
+    class features, then whether its peak memory plus AdamW's state (two fp32 copies of the adapters, made by
+    the first step) stays under `margin` of the GPU. Leaves no gradient and touches no adapter."""
+    state = 0 if optimizer.state else 2 * sum(p.numel() * 4 for p in msta.parameters() if p.requires_grad)
+
+    def fits(m):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            with autocast:
+                text = msta.encode_text(tokens)
+                logits = step_fn(torch.zeros(m, *shape, device=device), text)
+            logits.float().sum().backward()
+            ok = torch.cuda.max_memory_allocated(device) + state < margin * torch.cuda.mem_get_info(device)[1]
+        except torch.cuda.OutOfMemoryError:
+            ok = False
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        return ok
+    return fits
+
+
+def micro_batch(args, model, optimizer, tokens, autocast, device, distributed, world, log):
+    """The micro-batch size, found once before the first step; logged when it splits the batch."""
+    local = args.batch_size // world
+    # The trials run on this process alone (no DDP: no collective); then every process takes the smallest found.
+    resolution = model.clip.visual.input_resolution
+    micro = choose_micro_batch(args.micro_batch or local, local, device, trial_fits(
+        TrainStep(model), model, optimizer, (args.frames, 3, resolution, resolution), tokens, autocast, device))
+    if distributed and args.micro_batch == "auto":
+        found = torch.tensor([micro], device=device)
+        dist.all_reduce(found, op=dist.ReduceOp.MIN)
+        micro = int(found)
+    if micro < local:
+        log(f"micro-batches: {micro} video(s) per pass, {-(-local // micro)} passes per optimiser step of "
+            f"{local} video(s) per process (the gradients add up to the whole batch's)")
+    return micro
+
+
+def out_of_memory_advice(args, micro, local, precision, checkpointing):
+    """The one line train.py ends with when CUDA runs out of memory: the settings that ran out, and the options
+    that use less memory for the same result (all of them keep the global batch)."""
+    options = []
+    if micro > 1:
+        options.append(f"--micro-batch {micro // 2} (or auto: the largest that fits)")
+    if not checkpointing:
+        options.append("--grad-checkpointing")
+    if precision == "fp32":
+        options.append("--precision bf16")
+    ran = (f"micro-batches of {micro} of {local} videos per process, {precision}, "
+           f"{'with' if checkpointing else 'no'} activation checkpointing")
+    if not options:
+        return (f"CUDA ran out of memory in the training step ({ran}): no option left that keeps the result; a GPU "
+                "with more memory, or a smaller --rank or --blocks (which change the method), would fit")
+    return (f"CUDA ran out of memory in the training step ({ran}); options that use less memory for the same "
+            f"result: {', '.join(options)} (docs/performance.md, memory table)")
 
 
 def fit_batch_size(args, videos, world, log):
@@ -263,6 +375,7 @@ def main(argv=None):
     context = model.clip.context_length  # 77 for CLIP, 32 for ViCLIP: every text is tokenized at the model's own
     tokens = prompts.class_tokens(classnames, context).to(device)                              # (C, L)
     targets = None if descriptions is None else prompts.encode_descriptions(model, descriptions, context)
+    model.checkpoint_blocks = args.grad_checkpointing
     step_fn = TrainStep(model)
     if distributed:
         step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=[device] if device.type == "cuda"
@@ -283,6 +396,7 @@ def main(argv=None):
         log(f"resumed from {ckpt_path} at epoch {start_epoch}")
         _INTERRUPTED = resume_hint(args, argv, start_epoch)
     board = report.Board(args.output, step) if args.tensorboard and rank == 0 else None
+    micro = micro_batch(args, model, optimizer, tokens, autocast, device, distributed, world, log)
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     meter = Meter(args, len(sampler), start_epoch, device, distributed, log)
@@ -296,8 +410,13 @@ def main(argv=None):
             clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             videos = data.photometric(clips, draws, model.clip.mean, model.clip.std)  # float (B, T, 3, H, W)
             lr = lr_at(step, args, len(sampler))
-            loss, logits = train_step(step_fn, optimizer, scaler, autocast, lr, videos, labels, tokens, targets,
-                                      args.alpha)
+            try:
+                loss, logits = train_step(step_fn, optimizer, scaler, autocast, lr, videos, labels, tokens,
+                                          targets, args.alpha, micro)
+            except torch.cuda.OutOfMemoryError:  # one line, and the run folder as the last epoch left it
+                message = out_of_memory_advice(args, micro, len(labels), args.precision, args.grad_checkpointing)
+                log(f"stopped: {message}. {_INTERRUPTED}", screen=False)
+                raise OutOfMemory(f"{message}. {_INTERRUPTED}") from None
             step += 1
             step_loss = meter.update(step, loss, logits, labels, lr)
             if board:
@@ -414,6 +533,13 @@ def parse_args(argv=None):
                    "use minus the loader workers' share; see runs.choose_threads)")
     p.add_argument("--precision", default=None, choices=("bf16", "fp16", "fp32"),
                    help="autocast dtype (default bf16 on a GPU, fp32 on the CPU)")
+    p.add_argument("--micro-batch", default=None, help="videos per forward/backward pass on each process: "
+                   "each optimiser step runs --batch-size as micro-batches and accumulates their gradients, "
+                   "with the same result; a number, or auto: the largest that fits the GPU, found at start-up "
+                   "(default: the whole batch per process)")
+    p.add_argument("--grad-checkpointing", action="store_true", help="recompute the activations of the blocks "
+                   "from the first adapted one up in the backward pass: less memory, about a third more compute, "
+                   "the same result")
     # Where results go, and how often to look at them.
     p.add_argument("--output", default=None, help="run folder (default: runs/ and a name made of the settings)")
     p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint.pt")
