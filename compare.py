@@ -22,7 +22,8 @@ DEFAULT_OUTPUT = "compare.md"
 MARK = "<!-- written by evaluate.py --compare, which may rewrite this file -->"
 # Arguments that change how a run ran or where it wrote, never its numbers.
 IGNORED = {"output", "resume", "overwrite", "workers", "threads", "explicit", "classnames", "eval_every",
-           "max_steps", "tensorboard", "eval_batch_size", "checkpoint", "compare", "compare_output"}
+           "max_steps", "tensorboard", "eval_batch_size", "checkpoint", "compare", "compare_output",
+           "micro_batch", "grad_checkpointing", "print_config"}  # memory and bookkeeping: the same result
 GROUPED = ("seed", "split")  # runs that differ only in these are repeats of one setting
 FLAT = ("dataset", "protocol", "shots", "split", "seed", "epochs")  # what every results.json carries at its top
 
