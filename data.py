@@ -18,17 +18,21 @@ Protocols, as ViFi-CLIP (Rasheed et al., CVPR 2023) publishes them and MSTA's pa
               base class (shots=None means 16) from split 1 / the training set; subset="base" or "novel" picks
               which classes a test set holds; labels are renumbered within the evaluated classes.
   zero-shot   train on all of Kinetics-400; test on all classes of UCF101/HMDB51 official split `split`
-              (1, 2, 3), or on Kinetics-600 validation videos of 160-class split `split` (ER-ZSAR's splits).
+              (1, 2, 3), or on Kinetics-600 zero-shot test set `split`: ViFi-CLIP's published list of 160 classes
+              not in Kinetics-400 (14,084 / 13,978 / 14,136 videos from K600's train, val and test parts),
+              found wherever each video lies in the download (kinetics600_lists.py).
   full        the whole training split; test on the whole test/validation split.
-Class-name text: UCF101 CamelCase split into words ("YoYo" -> "Yo Yo"), classInd order; HMDB51 underscores ->
-spaces, in the order of the sorted class names; Kinetics official names, sorted; SSv2 templates without
-brackets, in label-index order. Shape legend: T frames, H x W pixels, V views.
+Class order: the published label lists (ViFi-CLIP's labels/*.csv, which its split lists' labels and the authors'
+description files index), carried in protocols.json as "classes": UCF101 classInd order; HMDB51's own order,
+which is NOT sorted ("kick ball" before "kick", "sword exercise" before "sword"); Kinetics official names, sorted;
+SSv2 label-index order. A tree whose classes are not all published keeps its own order (classInd, sorted folder
+names, label index). Class-name text: UCF101 CamelCase split into words ("YoYo" -> "Yo Yo"), HMDB51 underscores
+-> spaces, SSv2 templates without brackets. Shape legend: T frames, H x W pixels, V views.
 """
 import csv
 import functools
 import json
 import logging
-import math
 import multiprocessing
 import os
 import random
@@ -39,12 +43,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.transforms import v2
 
 # Reading one video (decoding, frame sampling, transforms) lives in video.py; the interface names are re-exported.
 from video import (CLIP_MEAN, CLIP_STD, FRAME_FILE, VIDEO_EXTENSIONS, PHOTOMETRIC_PARAMS, TestTransform,  # noqa: F401
                    VideoError, WorkerTransform, no_photometric, open_video, photometric, read_frames,
                    sample_indices, train_transform, video_length)
+# The offline demo's dataset lives in synthetic.py; build_dataset serves it under the name "synthetic".
+from synthetic import SYNTHETIC_CLASSES, SyntheticMotion, synthetic_clip  # noqa: F401
 
 log = logging.getLogger(__name__)
 DATASETS = {"ucf101": "ucf101", "ucf": "ucf101", "hmdb51": "hmdb51", "hmdb": "hmdb51", "kinetics400": "kinetics400",
@@ -95,6 +100,15 @@ def _key(name):
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
+def _published_order(name, classes):
+    """classes (names as the layout spells them) in the published label order of protocols.json, or as given when
+    any of them is not a published class (a tree of your own in an official layout)."""
+    position = {_key(c): i for i, c in enumerate(protocol_facts()[name]["classes"])}
+    if not all(_key(c) in position for c in classes):
+        return list(classes)
+    return sorted(classes, key=lambda c: position[_key(c)])
+
+
 def _lines(path):
     with open(path, encoding="utf-8", errors="replace") as f:  # universal newlines: the UCF lists are CRLF
         return [line.strip() for line in f if line.strip()]
@@ -102,7 +116,7 @@ def _lines(path):
 
 @functools.lru_cache(maxsize=1)
 def protocol_facts():
-    """protocols.json: published base classes, official Kinetics names, the K600 zero-shot splits."""
+    """protocols.json: published class orders and base classes, the K600 zero-shot classes, the paper recipe."""
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocols.json")) as f:
         return json.load(f)
 
@@ -233,6 +247,7 @@ def _ucf101(root, split, part):
     if not all(os.path.isfile(f) for f in files):
         _fail("ucf101", root, f"missing {lists}/classInd.txt, trainlist0{split}.txt or testlist0{split}.txt")
     raw = [name for _, name in sorted((int(i), name) for i, name in (line.split()[:2] for line in _lines(files[0])))]
+    raw = _published_order("ucf101", raw)
     label = {name.lower(): i for i, name in enumerate(raw)}  # lower case: the HandstandPushups quirk
     videos = _finder(os.path.join(root, "UCF-101") if os.path.isdir(os.path.join(root, "UCF-101")) else root)
     items = []
@@ -247,10 +262,11 @@ def _ucf101(root, split, part):
 def _hmdb51(root, split, part):
     splits = os.path.join(root, "testTrainMulti_7030_splits")
     suffix = f"_test_split{split}.txt"
-    # Sorted by class name, the standard label order (ViFi-CLIP's hmdb_51_labels.csv, the authors' description
-    # files): "climb" before "climb_stairs", where sorting the file names would put "climb_stairs_test..." first.
-    files = sorted((f for f in os.listdir(splits) if f.endswith(suffix)) if os.path.isdir(splits) else [],
-                   key=lambda f: f[:-len(suffix)])
+    # The published order (hmdb_51_labels.csv) is neither sorted class names nor sorted file names: it has
+    # "climb" before "climb_stairs" but "kick_ball" before "kick" and "sword_exercise" before "sword".
+    found = sorted(f[:-len(suffix)] for f in (os.listdir(splits) if os.path.isdir(splits) else [])
+                   if f.endswith(suffix))
+    files = [c + suffix for c in _published_order("hmdb51", found)]
     if not files:
         _fail("hmdb51", root, f"no {splits}/<class>{suffix}")
     videos, items, want = _finder(root), [], "1" if part == "train" else "2"  # 1 train, 2 test, 0 unused
@@ -298,7 +314,7 @@ def _ssv2(root, part):
         _fail("ssv2", root, f"missing {files[0]} or {files[1]}")
     with open(files[0]) as f:
         templates = sorted(json.load(f).items(), key=lambda kv: int(kv[1]))
-    classes = [t.replace("[", "").replace("]", "") for t, _ in templates]
+    classes = _published_order("ssv2", [t.replace("[", "").replace("]", "") for t, _ in templates])
     label = {_key(c): i for i, c in enumerate(classes)}
     videos, items = _finder(os.path.join(root, "20bn-something-something-v2")), []
     with open(files[1]) as f:
@@ -399,7 +415,7 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
                   defer_photometric=False, **lists):
     """A Dataset for one side (train=True/False) of a protocol; see the module docstring for the protocols.
 
-    split: official split 1-3 (UCF101/HMDB51 lists; the K600 zero-shot class split; 1 in published few-shot and
+    split: official split 1-3 (UCF101/HMDB51 lists; the K600 zero-shot test set; 1 in published few-shot and
     base2novel). subset: base2novel's classes, "base" (training, the default) or "novel" ("base" also tests).
     shots: videos per class drawn with `seed` for training (few-shot; base2novel defaults to 16).
     resolution, mean, std: the model's input size and pixel normalisation (train.py reads them from the model).
@@ -431,7 +447,11 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
     if name == "synthetic":
         return SyntheticMotion(shots, seed, num_frames, train, resolution, views, half, mean, std,
                                defer_photometric=defer_photometric and train)
-    classes, items, videos = _read(name, root, split, "train" if train else "test", lists)
+    if protocol == "zero-shot" and not train and name == "kinetics600":
+        import kinetics600_lists  # the published test sets, resolved wherever the download holds each video
+        classes, items, videos = kinetics600_lists.zero_shot(root, split)
+    else:
+        classes, items, videos = _read(name, root, split, "train" if train else "test", lists)
     subset = range(len(classes))
     if half is not None and name != "list":  # (a list holds its half's classes only, labelled by its own CSV)
         facts = protocol_facts().get(name, {}).get("base")
@@ -441,11 +461,6 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
         if len(base & {_key(c) for c in classes}) != len(base):
             raise DatasetError(f"{name} class list does not contain all published base classes")
         subset = [c for c in subset if (_key(classes[c]) in base) == (half == "base")]
-    elif protocol == "zero-shot" and not train and name == "kinetics600":
-        if split not in (1, 2, 3):
-            raise DatasetError(f"Kinetics-600 zero-shot has class splits 1, 2 and 3, not {split!r}")
-        wanted = {_key(c) for c in protocol_facts()["kinetics600"]["zero_shot"][split - 1]}
-        subset = [c for c in subset if _key(classes[c]) in wanted]
     relabel = {c: i for i, c in enumerate(subset)}  # labels renumbered within the evaluated classes
     classnames = [classes[c] for c in subset]
     items = [(p, relabel[label]) for p, label in items if label in relabel]
@@ -502,74 +517,9 @@ def draw_shots(items, shots, seed, classnames):
     return [(p, c) for c in range(len(classnames)) for p in rng.sample(sorted(by_class[c]), shots)]
 
 
-# ---------------------------------------------------------------- synthetic motion dataset
-
-# Classes 2k and 2k+1 are time-reversed twins: one is the other's random motion played backwards, with start
-# points drawn symmetrically, so both have the same distribution of single frames (and of unordered frame sets).
-# Only frame order separates them, which is what a temporal adapter must learn.
-SYNTHETIC_CLASSES = ("a square moving left", "a square moving right", "a square moving up", "a square moving down",
-                     "a square shrinking", "a square growing", "a square rotating anticlockwise",
-                     "a square rotating clockwise")
-# 128 training clips per class: with 16 (and so 8x fewer steps in the demo's 16 epochs) attn reached 38% and conv 14%
-# instead of 80% and 85% (README). Rendering is cheap (~2,000 clips/s); the training steps are what cost.
-SYNTHETIC_TRAIN_PER_CLASS, SYNTHETIC_TEST_PER_CLASS = 128, 16
-SYNTHETIC_RENDER = 64  # clips are drawn at most 64 x 64, then resized to the model's resolution: cheap on a CPU
 
 
-def synthetic_clip(label, generator, num_frames, resolution, train):
-    """uint8 (T, 3, r, r): a light square on a dark background, moving as class `label` says, with pixel noise."""
-    g = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
-    u = g(num_frames) if train else torch.full((num_frames,), 0.5)
-    t = (torch.arange(num_frames) + u) / num_frames - 0.5  # time of each frame in [-0.5, 0.5), one per segment
-    kind, forward = divmod(label, 2)
-    t = t if forward else -t  # even classes replay the odd class's motion backwards
-    x, y, side, angle = 0.3 + 0.4 * g(1), 0.3 + 0.4 * g(1), 0.25 + 0.1 * g(1), math.pi / 2 * g(1)  # at t = 0
-    x = x + 0.45 * t * (kind == 0)  # moving right
-    y = y + 0.45 * t * (kind == 1)  # moving down (image rows grow downwards)
-    side = side * (1 + 1.2 * t * (kind == 2))  # growing
-    angle = angle + 1.5 * t * (kind == 3)  # clockwise on screen (+angle with y pointing down); all (T,)
-    grid = (torch.arange(resolution) + 0.5) / resolution
-    py, px = grid[None, :, None] - y[:, None, None], grid[None, None, :] - x[:, None, None]  # (T, r, 1), (T, 1, r)
-    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
-    inside = torch.maximum((px * cos + py * sin).abs(), (py * cos - px * sin).abs()) <= side[:, None, None] / 2
-    # Random colours, but always a light square on a dark background (every channel: square 195-255, background
-    # 0-60). With either polarity, a token turning bright means "moving left" for one clip and "moving right" for
-    # another; the demo's random backbone did not untangle that (attn 37%, conv 15% instead of 80% and 87%, README).
-    fg, bg = 255 - 60 * g(3), 60 * g(3)
-    frames = torch.where(inside[:, None], fg[None, :, None, None], bg[None, :, None, None])  # (T, 3, r, r)
-    noise = torch.randn(frames.shape, generator=generator) * 8
-    return (frames + noise).clamp(0, 255).to(torch.uint8)
-
-
-class SyntheticMotion(Dataset):
-    """In-memory clips of a moving square (SYNTHETIC_CLASSES), deterministic per (seed, train, index).
-
-    Training holds `shots` clips per class (default SYNTHETIC_TRAIN_PER_CLASS), testing SYNTHETIC_TEST_PER_CLASS;
-    base2novel keeps the odd (base) or even (novel) classes. Items are normalised like the real test transform;
-    no flips, which would swap left and right. A multi-view test repeats the clip V times."""
-
-    def __init__(self, shots=None, seed=0, num_frames=8, train=True, resolution=224, views=(1, 1), half=None,
-                 mean=CLIP_MEAN, std=CLIP_STD, defer_photometric=False):
-        self.ids = [c for c in range(len(SYNTHETIC_CLASSES)) if half is None or (c % 2 == 1) == (half == "base")]
-        self.classnames = [SYNTHETIC_CLASSES[c] for c in self.ids]
-        self.per_class = (shots or SYNTHETIC_TRAIN_PER_CLASS) if train else SYNTHETIC_TEST_PER_CLASS
-        self.seed, self.num_frames, self.train, self.resolution = seed, num_frames, train, resolution
-        self.views, self.skipped, self.name = 1 if train else views[0] * views[1], 0, "synthetic"
-        self.normalise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-        self.defer = defer_photometric  # then items are (uint8 clip, parameters of no jitter and no grayscale)
-
-    def __len__(self):
-        return self.per_class * len(self.ids)
-
-    def __getitem__(self, index):
-        label = index % len(self.ids)
-        # hash of a tuple of ints is stable across runs; torch keeps only the low 32 bits of a seed.
-        generator = torch.Generator().manual_seed(hash((self.seed, self.train, index)) % 2**32)
-        size = min(self.resolution, SYNTHETIC_RENDER)
-        clip = synthetic_clip(self.ids[label], generator, self.num_frames, size, self.train)  # (T, 3, size, size)
-        if size != self.resolution:
-            clip = v2.functional.resize(clip, [self.resolution, self.resolution])
-        if self.defer:  # video.photometric with these parameters is exactly self.normalise
-            return (clip, no_photometric()), label
-        video = self.normalise(clip)  # (T, 3, r, r)
-        return (video if self.views == 1 else video.expand(self.views, *video.shape)), label
+if __name__ == "__main__":  # python data.py verify ...: see verify.py
+    import sys
+    import verify
+    sys.exit(verify.main(sys.argv[1:]))

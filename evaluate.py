@@ -605,7 +605,7 @@ def main(argv=None):
 def backbone_tag(name):
     """A CLIP name or checkpoint path as a folder-name part: "ViT-B/16" -> "ViT-B-16", "/x/clip_small.pt" ->
     "clip_small"."""
-    if name not in clip.available_models() and not name.startswith("random-"):
+    if name not in clip.available_models() and not name.startswith(("random-", "ViCLIP-")):
         name = os.path.splitext(os.path.basename(name))[0]  # a checkpoint file: its name
     return name.replace("/", "-").replace("@", "-")
 
