@@ -59,6 +59,7 @@ import losses
 import prepare
 import viclip
 from flops import mm, step_flops  # analytic counts, flops.py
+from prompts import description_features
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The efficiency measures of MSTA's step (item 4), by the name --worker off-NAME switches off.
@@ -170,7 +171,7 @@ class FullFineTune(torch.nn.Module):
     def encode_text(self, tokens, adapted=True):
         if adapted:
             return self.clip.encode_text(tokens)
-        with torch.no_grad():  # the frozen description branch, as losses.description_features calls it
+        with torch.no_grad():  # the frozen description branch, as prompts.description_features calls it
             return self.clip.encode_text(tokens)
 
     logits = adapters.MSTA.logits  # exp(logit_scale) * cos in fp32: the same head as MSTA's
@@ -289,7 +290,7 @@ def ucf101_text(context_length=77):
     with open(os.path.join(HERE, "descriptions", "ucf101.json")) as f:
         table = json.load(f)
     names = list(table)
-    prompts = clip.tokenize([f"a video of {name}." for name in names], context_length)  # train.class_tokens'
+    prompts = clip.tokenize([f"a video of {name}." for name in names], context_length)  # prompts.class_tokens'
     spatial, temporal = ([s for name in names for s in table[name][kind][:DESCRIPTIONS]]
                          for kind in ("spatial", "temporal"))
     return (prompts, clip.tokenize(spatial, context_length, truncate=True),
@@ -297,18 +298,18 @@ def ucf101_text(context_length=77):
 
 
 def per_class(tokens, C):
-    """(C*K, L) -> the (C, K, L) form losses.description_features takes."""
+    """(C*K, L) -> the (C, K, L) form prompts.description_features takes."""
     return tokens.view(C, -1, tokens.shape[1])
 
 
 def cached_description_features(model, spatial, temporal, C, cache_dir, name):
-    """losses.description_features for both kinds, computed once and kept in cache_dir for the next workers
+    """prompts.description_features for both kinds, computed once and kept in cache_dir for the next workers
     (the random CLIP is the same in every process, seed 0, so are its features)."""
     path = os.path.join(cache_dir, f"descriptions-{name.replace('/', '-')}.pt") if cache_dir else None
     device = model.clip.logit_scale.device
     if path and os.path.exists(path):
         return [f.to(device) for f in torch.load(path, weights_only=True)]
-    feats = [losses.description_features(model, per_class(tokens, C)) for tokens in (spatial, temporal)]
+    feats = [description_features(model, per_class(tokens, C)) for tokens in (spatial, temporal)]
     if path:
         torch.save([f.cpu() for f in feats], path + ".tmp")
         os.replace(path + ".tmp", path)
@@ -364,7 +365,7 @@ def build_train_step(name, args):
             net._text_cache.clear()
         with autocast:
             if "desc" in off:  # in the forward's precision, as a step that encodes them would
-                s, t = (losses.description_features(net, per_class(x, C)) for x in (spatial, temporal))
+                s, t = (description_features(net, per_class(x, C)) for x in (spatial, temporal))
             text = net.encode_text(prompts)                                    # (C, E)
             logits = net.logits(net.encode_video(videos), text)                # (B, C)
         loss = losses.total_loss(logits, labels, text, s, t)
@@ -578,13 +579,13 @@ def pipeline_rate(data, folder, T, resolution, defer, items):
 
 
 def loader_worker(name, args):
-    """The loader as train.py builds it (persistent workers, pinned memory, train.PREFETCH batches each, uint8
+    """The loader as train.py builds it (persistent workers, pinned memory, batches.PREFETCH batches each, uint8
     clips, photometric half on the device), all the process's cores as workers, over copies of the prepared
     clip: clips/s delivered to the device. Then the prefetch depth: with a stand-in training step as long as
     the loader's own time per batch (where waiting is likeliest), the share of the time the step waits for
     data at prefetch 2, 4 and 8 batches per worker."""
     import data  # noqa: PLC0415
-    import train  # noqa: PLC0415
+    import batches  # noqa: PLC0415
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size, T = SIZES["tiny" if args.quick else "ViT-B/16"], args.frames
@@ -619,11 +620,11 @@ def loader_worker(name, args):
             del it, loader
             return n / total, waited / total
 
-        rate, _ = run(train.PREFETCH)
+        rate, _ = run(batches.PREFETCH)
         step_s = B / rate
         waits = {p: run(p, step_s)[1] for p in (2, 4, 8)}
     return dict(config=name, device=device.type, workers=workers, batch=B, batches=timed_batches,
-                clips_per_s=rate, prefetch=train.PREFETCH, step_s=step_s,
+                clips_per_s=rate, prefetch=batches.PREFETCH, step_s=step_s,
                 wait_share={str(p): w for p, w in waits.items()})
 
 

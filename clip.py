@@ -2,8 +2,8 @@
 
 Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision": ViT image encoder and
 causal text transformer (sec. 2.4), contrastive logits (sec. 2.3, Fig. 3). load(name_or_path) -> (model, preprocess)
-downloads OpenAI's checkpoints (SHA-256 checked) and reads TorchScript archives as data, never running them, or plain
-state dicts; build_model infers the architecture from tensor shapes; build_random gives a random, NOT pretrained,
+takes OpenAI's checkpoints through weights.py (downloaded, SHA-256 checked, TorchScript read as data, never run; or
+plain state dicts); build_model infers the architecture from tensor shapes; build_random gives a random, NOT pretrained,
 CLIP for demos and tests; tokenize is OpenAI's byte-level BPE, id for id. Parameter names equal OpenAI's, so loading
 is load_state_dict(strict=True) with no rename table. ViT backbones only. Transformers here are batch-first (OpenAI's
 are sequence-first; the state dict is the same).
@@ -12,13 +12,16 @@ D width, H heads, E embedding size, C texts (class prompts), L text length (77),
 bpe_simple_vocab_16e6.txt.gz next to this file is OpenAI's BPE merges list from https://github.com/openai/CLIP
 (MIT License, Copyright (c) 2021 OpenAI; see NOTICE). The code in this file is independent of OpenAI's.
 """
-import gzip, hashlib, html, http.client, math, os, pickle, sys, time, urllib.request, warnings, zipfile
+import gzip, html, math, os
 from collections import OrderedDict
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import weights
+from weights import CLIPError  # noqa: F401 (clip.CLIPError: what load and tokenize raise)
 
 _URL = "https://openaipublic.azureedge.net/clip/models"
 # OpenAI's published checkpoints. The folder name in each URL is the file's SHA-256, checked after download.
@@ -41,15 +44,8 @@ _RANDOM = {
 }
 _SCALARS = ("input_resolution", "context_length", "vocab_size")  # extra 0-d entries in OpenAI's archives
 # Per-channel mean and std of the pixels of CLIP's training images (OpenAI's preprocessing).
-_MEAN, _STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-# The dtype of the raw bytes behind each storage class a TorchScript archive names.
-_STORAGE_DTYPES = {"HalfStorage": torch.float16, "FloatStorage": torch.float32, "DoubleStorage": torch.float64,
-                   "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32}
+MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 SOT, EOT = 49406, 49407  # <|startoftext|>, <|endoftext|>: the last two ids of the 49,408-symbol vocabulary
-
-
-class CLIPError(RuntimeError):
-    """What this file raises for a bad model name, file, download or text, so callers can report it in one line."""
 
 
 # ----------------------------------------------------------------------------------------------------- model
@@ -165,7 +161,7 @@ class VisionTransformer(nn.Module):
         return self.head(self.transformer(self.embed(images)))
 
 
-def _causal_mask(n):
+def causal_mask(n):
     """Additive (n, n) mask, -inf above the diagonal: text token i attends to tokens 0..i only."""
     return torch.full((n, n), float("-inf")).triu(1)
 
@@ -192,7 +188,7 @@ class CLIP(nn.Module):
     The backbone interface adapters.py, train.py and evaluate.py use (viclip.ViCLIP offers the same): encode_video,
     encode_text, logit_scale (log form), visual.input_resolution, visual.token_layout, context_length, mean/std."""
 
-    mean, std = _MEAN, _STD  # the pixel normalisation the weights expect (the data pipeline reads it from here)
+    mean, std = MEAN, STD  # the pixel normalisation the weights expect (the data pipeline reads it from here)
 
     def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size, vision_heads,
                  context_length, vocab_size, transformer_width, transformer_heads, transformer_layers):
@@ -208,7 +204,7 @@ class CLIP(nn.Module):
         self.token_embedding = nn.Embedding(vocab_size, transformer_width)
         self.ln_final = LayerNorm(transformer_width)
         # Not persistent: OpenAI's state dict has no mask, and strict loading must not expect one.
-        self.register_buffer("attn_mask", _causal_mask(context_length), persistent=False)
+        self.register_buffer("attn_mask", causal_mask(context_length), persistent=False)
         self._init_weights()
 
     def _init_weights(self):
@@ -284,7 +280,7 @@ def build_model(state_dict):
     with torch.device("meta"):  # build without allocating or random-initialising: every weight comes from sd
         model = CLIP(**cfg)
     model = model.to_empty(device="cpu").float()  # uninitialised fp32 memory, filled by the copy below
-    model.attn_mask.copy_(_causal_mask(cfg["context_length"]))  # the one tensor not in a checkpoint
+    model.attn_mask.copy_(causal_mask(cfg["context_length"]))  # the one tensor not in a checkpoint
     model.load_state_dict(sd, strict=True)  # copies, casting fp16 -> fp32; names and shapes must all match
     return model.eval()
 
@@ -305,173 +301,10 @@ def build_random(name="random-tiny", seed=0, device="cpu"):
     return model.to(device).eval()
 
 
-# ------------------------------------------------------------------------------------------------- weights
+# ------------------------------------------------------------------------------------------------- loading
 def available_models():
     """Names load() can download: OpenAI's ViT checkpoints (random-* names from build_random load too)."""
     return list(_MODELS)
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-DOWNLOAD_TIMEOUT = 60  # seconds without a byte before a download gives up; env MSTA_DOWNLOAD_TIMEOUT changes it
-
-
-def _download(url, root, sha256="url", filename=None, timeout=None):
-    """Path of url's file in root: a verified cached copy, or a fresh download checked against its SHA-256.
-
-    sha256: the file's published digest; "url" (OpenAI's convention) means the folder name in the URL. None means
-    no digest is published (viclip.py's Hugging Face file): then a complete download (its byte count equal to the
-    server's Content-Length) has its SHA-256 recorded in <file>.sha256, and a cached copy is reused only while it
-    still matches that record. That catches partial and corrupted files, not a file tampered with at the source.
-    timeout: seconds of silence (no connection, or no byte) before giving up with a one-line CLIPError naming the
-    URL and where to put the file by hand (default MSTA_DOWNLOAD_TIMEOUT or 60). A download cut short leaves
-    <file>.part; the next call resumes it with an HTTP Range request, or starts over if the server answers with the
-    whole file. The file gets its real name only once its SHA-256 is right."""
-    os.makedirs(root, exist_ok=True)
-    target = os.path.join(root, filename or os.path.basename(url))
-    expected = url.split("/")[-2] if sha256 == "url" else sha256
-    record = target + ".sha256"  # the first-use digest when none is published
-    if timeout is None:
-        timeout = float(os.environ.get("MSTA_DOWNLOAD_TIMEOUT", DOWNLOAD_TIMEOUT))
-    if expected is None and os.path.isfile(target) and not os.path.isfile(record):
-        with open(record, "w") as f:  # a file the user put there by hand (the offline route below): trusted as is
-            f.write(_sha256(target))
-    if os.path.isfile(target):
-        if expected is None:
-            with open(record) as f:
-                known = f.read().strip()
-        if _sha256(target) == (expected or known):
-            return target  # e.g. a file OpenAI's own package already downloaded into ~/.cache/clip
-        warnings.warn(f"{target} does not match its SHA-256 (corrupt or partial); downloading it again")
-    partial = target + ".part"
-    done = os.path.getsize(partial) if os.path.isfile(partial) else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
-    # Said before connecting: a slow or stalled network shows what is being waited for.
-    print(f"downloading {url}\n  into {target}{f' (resuming after {done / 2**20:.1f} MiB)' if done else ''}",
-          file=sys.stderr, flush=True)
-    shown = 0.0  # when progress was last printed
-    try:
-        # The timeout bounds every socket wait (connect, each read), so a stalled network ends within it.
-        with urllib.request.urlopen(request, timeout=timeout) as src:
-            resumed = done > 0 and getattr(src, "status", None) == 206  # 206: the server sent the rest only
-            h = hashlib.sha256()
-            if resumed:
-                with open(partial, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        h.update(chunk)
-            else:
-                done = 0  # no partial file, or a server that sent the whole file again: start over
-            total = done + int(src.headers.get("Content-Length") or 0)
-            with open(partial, "ab" if resumed else "wb") as dst:
-                while chunk := src.read(1 << 16):  # small reads: progress shows from the first bytes
-                    dst.write(chunk)
-                    h.update(chunk)
-                    done += len(chunk)
-                    if time.time() - shown > 0.5 or done == total:
-                        shown = time.time()
-                        size = f" / {total / 2**20:.1f} MiB ({100 * done / total:.0f}%)" if total else " MiB"
-                        print(f"\r  {done / 2**20:.1f}{size}", end="", file=sys.stderr, flush=True)
-            if total and done < total:  # http.client returns b"" (no error) when the server hangs up early
-                raise ConnectionError(f"the connection closed after {done / 2**20:.1f} of {total / 2**20:.1f} MiB; "
-                                      "the next try resumes the partial file")
-        print(file=sys.stderr)
-    # URLError, timeouts and refused connections are OSErrors (so is a full disk); a connection closed before
-    # Content-Length bytes is http.client's IncompleteRead.
-    except (OSError, http.client.HTTPException) as e:
-        if shown:
-            print(file=sys.stderr)  # end the progress line
-        reason = getattr(e, "reason", e)
-        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-            reason = (f"no answer for {timeout:g} s; MSTA_DOWNLOAD_TIMEOUT=<seconds> waits longer, and the next "
-                      "try resumes the partial file")
-        raise CLIPError(f"could not download {url} ({reason}); without network, fetch that URL elsewhere "
-                        f"and put the file at {target}") from e
-    if expected is not None and h.hexdigest() != expected:
-        os.remove(partial)
-        raise CLIPError(f"downloaded {url} but its SHA-256 is {h.hexdigest()}, expected {expected}: "
-                           "the file was corrupted or tampered with on the way; nothing was kept")
-    if expected is None:
-        with open(record, "w") as f:
-            f.write(h.hexdigest())
-    os.replace(partial, target)  # atomic: an interrupted download never sits under the real name
-    return target
-
-
-def _read_torchscript(zf, names):
-    """{name: tensor} of a TorchScript archive, read as data: its TorchScript code is never compiled or run.
-
-    The archive is a zip: <root>/data.pkl pickles the module tree (each module as a dict of its attributes,
-    each tensor as a reference to a raw little-endian record <root>/data/<key>); <root>/code/ holds the
-    TorchScript source we ignore. torch.load refuses such archives under weights_only=True and torch.jit.load
-    compiles their code, so this restricted unpickler accepts only module placeholders, storages and tensors."""
-    root = min((n for n in names if n.endswith("/data.pkl")), key=len)[: -len("data.pkl")]
-    storages, flat = {}, {}
-
-    class ModuleState:  # stands in for a scripted module: keeps its attribute dict, runs nothing
-        def __setstate__(self, state):
-            self.state = state
-
-    def rebuild(storage, offset, size, stride, *_):  # the arguments of torch._utils._rebuild_tensor_v2
-        return storage.as_strided(size, stride, offset)
-    allowed = {("torch._utils", "_rebuild_tensor_v2"): rebuild, ("collections", "OrderedDict"): OrderedDict}
-    allowed.update({("torch.jit._pickle", f"build_{t}list"): list for t in ("int", "double", "bool", "tensor")})
-
-    class Unpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            if module.startswith("__torch__."):
-                return ModuleState
-            if module == "torch" and name in _STORAGE_DTYPES:
-                return _STORAGE_DTYPES[name]
-            if (module, name) in allowed:
-                return allowed[module, name]
-            raise pickle.UnpicklingError(f"unexpected {module}.{name} in a TorchScript archive")
-
-        def persistent_load(self, pid):  # ("storage", dtype, key, location, numel): a flat 1-d tensor
-            _, dtype, key, _, _ = pid
-            if key not in storages:
-                raw = bytearray(zf.read(f"{root}data/{key}"))
-                storages[key] = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
-            return storages[key]
-
-    def walk(obj, prefix):  # a module's tensor attributes are its parameters and buffers
-        for key, value in obj.state.items():
-            if isinstance(value, torch.Tensor):
-                flat[prefix + key] = value
-            elif isinstance(value, ModuleState):
-                walk(value, f"{prefix}{key}.")
-    walk(Unpickler(zf.open(f"{root}data.pkl")).load(), "")
-    return flat
-
-
-def _read_checkpoint(path):
-    """{name: tensor} from a TorchScript archive as OpenAI released them, or from a torch.save'd state dict."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            if any(n.endswith("/constants.pkl") for n in names):  # torch's own test for "TorchScript archive"
-                try:
-                    return _read_torchscript(zf, names)
-                except Exception as e:
-                    raise CLIPError(f"{path}: unreadable TorchScript archive ({type(e).__name__}: {e})") from e
-    else:
-        with open(path, "rb") as f:
-            if f.read(4) == b"PK\x03\x04":  # starts like a zip, but the zip's directory at its end is missing
-                raise CLIPError(f"{path} is truncated ({os.path.getsize(path)} bytes, the end of the zip "
-                                   "archive is missing): delete it and download it again")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CLIPError(f"{path} is neither a TorchScript archive nor a state dict saved by torch.save "
-                           f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]})") from e
-    if not isinstance(sd, dict):
-        raise CLIPError(f"{path} holds a {type(sd).__name__}, not a state dict of CLIP weights")
-    return sd
 
 
 def load(name_or_path, device="cpu", download_root=None):
@@ -487,8 +320,8 @@ def load(name_or_path, device="cpu", download_root=None):
         model = build_random(name)
     elif name in _MODELS or os.path.isfile(name):
         root = download_root or os.path.expanduser("~/.cache/clip")  # OpenAI's package caches there too
-        path = _download(_MODELS[name], root) if name in _MODELS else name
-        state_dict = _read_checkpoint(path)
+        path = weights.download(_MODELS[name], root) if name in _MODELS else name
+        state_dict = weights.read_checkpoint(path)
         try:
             model = build_model(state_dict)
         except RuntimeError as e:  # load_state_dict's report, or vit_config's
@@ -496,14 +329,14 @@ def load(name_or_path, device="cpu", download_root=None):
     else:
         raise CLIPError(f"{name!r} is neither a model name ({', '.join(available_models())}) nor an existing file")
     model = model.to(device)
-    return model, _transform(model.visual.input_resolution)
+    return model, image_transform(model.visual.input_resolution)
 
 
 def _to_rgb(image):  # a named function, not a lambda, so the transform pickles into DataLoader workers
     return image.convert("RGB")
 
 
-def _transform(resolution, mean=_MEAN, std=_STD):
+def image_transform(resolution, mean=MEAN, std=STD):
     """OpenAI's preprocessing: bicubic resize of the short side, center crop, RGB, CLIP's mean/std (or the given
     model's: viclip.py passes ImageNet's)."""
     from torchvision import transforms as T  # imported here: only image users pay for it

@@ -88,7 +88,7 @@ def step_flops(kind, model, B, T, prompts=None, msta=None, off=(), descriptions=
             fwd, bwd = fwd + f, bwd + b
     fwd += mm(C, W, E)  # ln_final(end token) @ text_projection
     bwd += mm(C, W, E) * (2 if kind == "full" else 1)
-    # Descriptions re-encoded in the step by the frozen branch: no backward. losses.description_features runs
+    # Descriptions re-encoded in the step by the frozen branch: no backward. prompts.description_features runs
     # them in chunks of 256, each trimmed to its own longest text (or all 77 positions with "trim" off).
     for tokens in descriptions:
         for chunk in tokens.split(256):

@@ -44,7 +44,7 @@ import torch
 from av.video.frame import PictureType
 
 import data
-import evaluate
+import runs
 import video
 
 GOP = 8  # frames between keyframes (see the docstring and README: measured with --measure-gop)
@@ -221,12 +221,12 @@ def prepare(dataset, root, output, short_side=256, gop=GOP, crf=CRF, frames=Fals
     log(f"prepare: {len(videos)} videos under {root} -> {output} ({'frame folders' if frames else 'H.264 MP4'}, "
         f"short side {short_side}{'' if frames else f', keyframe every {gop} frames'}); {len(result['skipped'])} "
         f"already done, {len(todo)} to convert with {workers} worker(s); {copied} other file(s) copied")
-    progress, t0 = evaluate.Logger(), time.time()
+    progress, t0 = runs.Logger(), time.time()
     with multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn").Pool(max(1, workers)) as pool:
         for k, (rel, status, message) in enumerate(pool.imap_unordered(convert, todo), 1):
             result[status].append(rel if status == "converted" else (rel, message))
             rate = k / (time.time() - t0)
-            eta = evaluate.hms((len(todo) - k) / rate)
+            eta = runs.hms((len(todo) - k) / rate)
             progress.progress(f"[{k}/{len(todo)}] converted {len(result['converted'])} failed "
                               f"{len(result['failed'])}  {rate:.1f} videos/s  ETA {eta}")
     shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -270,7 +270,7 @@ def measure_gop(path, settings=((4, TUNE), (8, None), (8, TUNE), (16, TUNE), (32
 
 
 def main(argv=None):
-    p = evaluate.Parser(description=__doc__.split("\n")[0], formatter_class=evaluate.HelpFormatter)
+    p = runs.Parser(description=__doc__.split("\n")[0], formatter_class=runs.HelpFormatter)
     p.add_argument("--dataset", choices=DATASETS, help="the layout to check before converting (any: none)")
     p.add_argument("--data-root", help="the dataset as downloaded (never written to)")
     p.add_argument("--output", help="where the copy goes (a second run skips what is done)")

@@ -11,7 +11,7 @@ import json
 import os
 
 import data
-import losses
+import prompts
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FILE_ARGS = ("train_list", "test_list", "labels_csv", "novel_list", "novel_labels_csv")
@@ -55,7 +55,7 @@ def check_files(args):
     """Refuse, in one line naming the commands that get them, when the recipe's input files are absent."""
     need = [getattr(args, k) for k in FILE_ARGS if getattr(args, k, None)]
     if args.alpha != 0:  # the authors' pair {N}_{s,t}_description_{tag}[_base].json, N = --num-descriptions
-        tag = losses.AUTHORS_TAGS.get(args.dataset, args.dataset) + ("_base" if args.protocol == "base2novel" else "")
+        tag = prompts.AUTHORS_TAGS.get(args.dataset, args.dataset) + ("_base" if args.protocol == "base2novel" else "")
         need += [os.path.join(args.descriptions, f"{args.num_descriptions}_{k}_description_{tag}.json")
                  for k in "st"]
     absent = [p for p in need if not os.path.isfile(p)]

@@ -30,10 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import clip
-from clip import CLIPError
+import weights
+from weights import CLIPError
 
 # ViCLIP-B/16 trained on InternVid-10M-FLT, as OpenGVLab publishes it on the Hugging Face Hub, pinned to one
-# revision. Hugging Face publishes no SHA-256 we could read offline, so none is hard-coded: clip._download
+# revision. Hugging Face publishes no SHA-256 we could read offline, so none is hard-coded: weights.download
 # records the digest of the first complete download and reuses the file only while it matches, and load() checks
 # the parameter count below. (The .pth of InternVid's README, a OneDrive link, loads as a path.)
 _HF = "https://huggingface.co/OpenGVLab/ViCLIP-B-16-hf/resolve/8484a9cb5b1b86e43c3ded53abe7485f52d8b789"
@@ -109,7 +110,7 @@ class TextTransformer(nn.Module):
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))  # (L, D)
         self.ln_final = clip.LayerNorm(width)
         self.text_projection = nn.Parameter(torch.empty(width, embed_dim))  # (D, E)
-        self.register_buffer("attn_mask", clip._causal_mask(context_length), persistent=False)  # not in files
+        self.register_buffer("attn_mask", clip.causal_mask(context_length), persistent=False)  # not in files
 
     @property
     def dtype(self):
@@ -205,7 +206,7 @@ def build_model(state_dict):
     with torch.device("meta"):  # no memory and no random draws for tensors the copy below overwrites
         model = ViCLIP(**cfg)
     model = model.to_empty(device="cpu").float()
-    model.text_encoder.attn_mask.copy_(clip._causal_mask(cfg["context_length"]))  # the one tensor not in a file
+    model.text_encoder.attn_mask.copy_(clip.causal_mask(cfg["context_length"]))  # the one tensor not in a file
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
@@ -298,7 +299,7 @@ def load(name_or_path, device="cpu", download_root=None):
     elif name in _MODELS or os.path.isfile(name):
         if name in _MODELS:
             url, filename = _MODELS[name]
-            path = clip._download(url, download_root or os.path.expanduser("~/.cache/clip"), None, filename)
+            path = weights.download(url, download_root or os.path.expanduser("~/.cache/clip"), None, filename)
         else:
             path = name
         state_dict = read_state_dict(path)
@@ -313,4 +314,4 @@ def load(name_or_path, device="cpu", download_root=None):
     else:
         raise CLIPError(f"{name!r} is neither a ViCLIP name ({', '.join(available_models())}) nor an existing file")
     model = model.to(device)
-    return model, clip._transform(model.visual.input_resolution, MEAN, STD)
+    return model, clip.image_transform(model.visual.input_resolution, MEAN, STD)

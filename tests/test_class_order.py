@@ -1,6 +1,6 @@
 """Class orders: each built-in dataset read from a made-up official layout gives the published label list (ViFi-CLIP's
 labels/*.csv), and the authors' description files, keyed by that list's indices, reach the right class through
-train.py's own path (data.class_names -> train.load_descriptions -> losses.load_descriptions)."""
+train.py's own path (data.class_names -> prompts.dataset_descriptions -> prompts.load_descriptions)."""
 import argparse
 import csv
 import hashlib
@@ -12,7 +12,7 @@ import re
 import pytest
 
 import data
-import train
+import prompts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(os.path.dirname(ROOT), "shared", "reference", "vifi-clip-labels")
@@ -106,6 +106,6 @@ def test_authors_descriptions_reach_their_class_through_train_py(tmp_path, name)
     args = argparse.Namespace(dataset=dataset, data_root=str(tmp_path / "data"), protocol="few-shot",
                               descriptions=str(folder), num_descriptions=2, train_list=None, test_list=None)
     classnames = data.class_names(dataset, args.data_root)
-    spatial, temporal = train.load_descriptions(args, classnames)
+    spatial, temporal = prompts.dataset_descriptions(args, classnames)
     for c, s, t in zip(classnames, spatial, temporal):
         assert s == [f"A video about {c}.", f"s: {c}, again."] and t[1] == f"t: {c}, again.", c

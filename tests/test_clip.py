@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root: our clip.py
 import clip  # noqa: E402
+import weights  # noqa: E402
 
 # (embed, resolution, vision layers, vision width, patch, context, vocab, text width, text layers) of the published
 # ViTs, written out here independently of clip.py; heads are width // 64 in all of them.
@@ -137,7 +138,7 @@ def test_both_formats_load_to_the_same_model(checkpoints, monkeypatch):
 
 def test_archive_scalars_are_read(checkpoints):
     sd, ts_path, _ = checkpoints
-    raw = clip._read_checkpoint(ts_path)
+    raw = weights.read_checkpoint(ts_path)
     assert set(raw) == set(sd) | {"input_resolution", "context_length", "vocab_size"}
     assert (int(raw["input_resolution"]), int(raw["context_length"]), int(raw["vocab_size"])) == (32, 77, 49408)
     assert raw["visual.conv1.weight"].dtype == torch.float16 and raw["token_embedding.weight"].dtype == torch.float32
@@ -148,7 +149,7 @@ def test_preprocess():
     _, preprocess = clip.load("random-tiny")
     x = preprocess(Image.new("RGBA", (71, 45), (255, 0, 0, 128)))  # any size and mode -> (3, 32, 32)
     assert x.shape == (3, 32, 32)
-    assert torch.allclose(x[:, 0, 0], (torch.tensor([1.0, 0, 0]) - torch.tensor(clip._MEAN)) / torch.tensor(clip._STD))
+    assert torch.allclose(x[:, 0, 0], (torch.tensor([1.0, 0, 0]) - torch.tensor(clip.MEAN)) / torch.tensor(clip.STD))
 
 
 @pytest.mark.parametrize("name", ["RN50", "RN50x64"])
@@ -206,7 +207,7 @@ def test_download_verifies_caches_and_replaces(checkpoints, tmp_path, monkeypatc
     monkeypatch.undo()
     (cache / "ViT-B-16.pt").write_bytes(data[:1000])  # a corrupt cached copy is replaced by a good download
     with pytest.warns(UserWarning, match="SHA-256"):
-        assert clip._download(url, str(cache)) == str(cache / "ViT-B-16.pt")
+        assert weights.download(url, str(cache)) == str(cache / "ViT-B-16.pt")
     assert (cache / "ViT-B-16.pt").read_bytes() == data
 
 
@@ -214,7 +215,7 @@ def test_tampered_download_fails_the_sha256_check(tmp_path):
     good = b"the released weights"
     url, _ = serve(tmp_path, b"the released weights, tampered", sha=hashlib.sha256(good).hexdigest())
     with pytest.raises(clip.CLIPError, match="SHA-256"):
-        clip._download(url, str(tmp_path / "cache"))
+        weights.download(url, str(tmp_path / "cache"))
     assert os.listdir(tmp_path / "cache") == []  # nothing kept, not even the partial file
 
 

@@ -15,6 +15,7 @@ from torchvision.io import decode_jpeg, encode_jpeg, write_file
 from torchvision.transforms import v2
 
 import data
+import transforms
 import video
 from tests.video_fixtures import (full_decode, hmdb51_tree, kinetics_tree, place, read_ids, ssv2_tree,
                                   ucf101_id_tree, ucf101_tree, write_video)
@@ -133,47 +134,47 @@ def test_transforms_share_one_draw_per_clip():
     clip = torch.randint(0, 256, (1, 3, 60, 80), dtype=torch.uint8).repeat(8, 1, 1, 1)  # 8 identical frames
     for seed in range(5):
         torch.manual_seed(seed)
-        out = video.train_transform(48)(tv_tensors.Video(clip))
+        out = transforms.train_transform(48)(tv_tensors.Video(clip))
         assert out.shape == (8, 3, 48, 48) and out.dtype == torch.float32
         assert torch.allclose(out, out[:1].expand_as(out))  # same crop, flip, jitter for every frame
-    assert video.TestTransform(40)(tv_tensors.Video(clip)).shape == (8, 3, 40, 40)
-    three = video.TestTransform(40, crops=3)(tv_tensors.Video(clip))
+    assert transforms.TestTransform(40)(tv_tensors.Video(clip)).shape == (8, 3, 40, 40)
+    three = transforms.TestTransform(40, crops=3)(tv_tensors.Video(clip))
     assert three.shape == (3, 8, 3, 40, 40) and not torch.equal(three[0], three[2])
-    assert not any(isinstance(t, v2.RandomHorizontalFlip) for t in video.train_transform(48, flip=False).transforms)
+    assert not any(isinstance(t, v2.RandomHorizontalFlip) for t in transforms.train_transform(48, flip=False).transforms)
 
 
 def test_test_transform_single_crop_resizes_to_256_over_224_then_centre_crops():
     """ViFi-CLIP's single-view test: short side int(256/224 x r), centre r x r crop; three crops: short side r."""
     clip = torch.randint(0, 256, (2, 3, 60, 80), dtype=torch.uint8)  # (T, 3, H, W)
-    mean, std = torch.tensor(video.CLIP_MEAN)[:, None, None], torch.tensor(video.CLIP_STD)[:, None, None]
+    mean, std = torch.tensor(transforms.CLIP_MEAN)[:, None, None], torch.tensor(transforms.CLIP_STD)[:, None, None]
     normalise = lambda x: (x.float() / 255 - mean) / std  # noqa: E731
     F = v2.functional
-    one = video.TestTransform(40)(tv_tensors.Video(clip))
+    one = transforms.TestTransform(40)(tv_tensors.Video(clip))
     expected = normalise(F.center_crop(F.resize(clip, [45, 60]), [40, 40]))  # int(256 / 224 * 40) = 45
     torch.testing.assert_close(one, expected, atol=1e-5, rtol=0)
-    three = video.TestTransform(40, crops=3)(tv_tensors.Video(clip))
+    three = transforms.TestTransform(40, crops=3)(tv_tensors.Video(clip))
     small = normalise(F.resize(clip, [40, 53]))  # short side 40: 60 x 80 -> 40 x 53
     torch.testing.assert_close(three, torch.stack([small[..., s:s + 40] for s in (0, 6, 13)]), atol=1e-5, rtol=0)
 
 
 def test_colour_jitter_is_a_colour_change():
     gray = torch.rand(4, 1, 16, 16).expand(4, 3, 16, 16)
-    assert torch.allclose(video.ColorJitter(0, 0, 0, 0.5)(gray), gray, atol=1e-5)  # hue leaves gray alone
+    assert torch.allclose(transforms.ColorJitter(0, 0, 0, 0.5)(gray), gray, atol=1e-5)  # hue leaves gray alone
     clip = torch.rand(4, 3, 16, 16)
-    assert torch.allclose(video.ColorJitter(0, 0, 0, 0)(clip), clip, atol=1e-5)
-    assert not torch.allclose(video.ColorJitter()(clip), clip)
+    assert torch.allclose(transforms.ColorJitter(0, 0, 0, 0)(clip), clip, atol=1e-5)
+    assert not torch.allclose(transforms.ColorJitter()(clip), clip)
 
 
 def test_train_transform_grays_a_fifth_of_the_clips_whole():
     """ViFi-CLIP grays 20% of training clips: 200 strongly coloured clips through train_transform(224) give about
     40 gray ones (binomial sd 5.7; the bounds are 3.5 sd, and the seeds fix the draws), each gray in every frame."""
-    mean, std = torch.tensor(video.CLIP_MEAN)[:, None, None], torch.tensor(video.CLIP_STD)[:, None, None]
+    mean, std = torch.tensor(transforms.CLIP_MEAN)[:, None, None], torch.tensor(transforms.CLIP_STD)[:, None, None]
     gray = 0
     for i in range(200):
         torch.manual_seed(i)
         clip = torch.zeros(3, 3, 24, 32, dtype=torch.uint8)  # (T, 3, H, W): saturated red, green, blue frames
         clip[0, 0], clip[1, 1], clip[2, 2] = 230, 230, 230
-        out = video.train_transform(224)(tv_tensors.Video(clip)) * std + mean  # back to [0, 1] pixels
+        out = transforms.train_transform(224)(tv_tensors.Video(clip)) * std + mean  # back to [0, 1] pixels
         flat = (out.amax(1) - out.amin(1)).flatten(1).amax(1) < 1e-3  # (T,): R = G = B everywhere in the frame
         assert flat.all() or not flat.any(), i  # one draw per clip: all frames gray, or none
         gray += int(flat.all())

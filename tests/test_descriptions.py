@@ -1,5 +1,5 @@
 """The description files: every class of every dataset has 4 + 4 distinct, specific sentences that fit CLIP's
-context, and both our format and the authors' published one load through losses.load_descriptions."""
+context, and both our format and the authors' published one load through prompts.load_descriptions."""
 import csv
 import json
 import os
@@ -9,7 +9,7 @@ import pytest
 
 import clip
 import data
-import losses
+import prompts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDER = os.path.join(ROOT, "descriptions")
@@ -85,14 +85,14 @@ def test_protocol_class_sets_are_covered():
 
 def test_synthetic_descriptions_cover_the_synthetic_classes():
     names = data.build_dataset("synthetic", None, "full", 1, train=False, num_frames=4, resolution=32).classnames
-    spatial, temporal = losses.load_descriptions("synthetic", names, 2, FOLDER)
+    spatial, temporal = prompts.load_descriptions("synthetic", names, 2, FOLDER)
     assert len(spatial) == len(temporal) == len(names) and all(len(s) == 2 for s in spatial + temporal)
 
 
 def test_loader_takes_first_n_of_each_kind_by_name():
     table = load("hmdb51")
     names = ["wave", "brush hair"]  # any subset, any order (base-to-novel trains on a subset)
-    spatial, temporal = losses.load_descriptions("hmdb51", names, 3, FOLDER)
+    spatial, temporal = prompts.load_descriptions("hmdb51", names, 3, FOLDER)
     assert spatial[0] == table["wave"]["spatial"][:3] and temporal[1] == table["brush hair"]["temporal"][:3]
 
 
@@ -103,15 +103,15 @@ def test_authors_published_format_loads_unchanged(tmp_path):
         payload = {str(i): [f"{kind} sentence {j} of class {i}." for j in range(8)] for i in range(len(classes))}
         (tmp_path / f"8_{kind}_description_ucf101.json").write_text(json.dumps(payload))
     subset = [classes[5], classes[0]]
-    spatial, temporal = losses.load_descriptions("ucf101", subset, 2, str(tmp_path), all_classnames=classes)
+    spatial, temporal = prompts.load_descriptions("ucf101", subset, 2, str(tmp_path), all_classnames=classes)
     assert spatial == [["s sentence 0 of class 5.", "s sentence 1 of class 5."],
                        ["s sentence 0 of class 0.", "s sentence 1 of class 0."]]
     assert temporal[1] == ["t sentence 0 of class 0.", "t sentence 1 of class 0."]
 
 
 def test_missing_class_is_a_clear_error(tmp_path):
-    with pytest.raises(losses.DescriptionError, match="no descriptions"):
-        losses.load_descriptions("hmdb51", ["not a class"], 2, FOLDER)
+    with pytest.raises(prompts.DescriptionError, match="no descriptions"):
+        prompts.load_descriptions("hmdb51", ["not a class"], 2, FOLDER)
 
 
 @pytest.mark.parametrize("dataset, tag", [("ucf101", "ucf_101"), ("hmdb51", "hmdb"), ("k400", "k400"),
@@ -134,13 +134,13 @@ def test_authors_file_names_load_for_every_dataset(tmp_path, dataset, tag):
     write(2, "_base", base)
     write(2, "_novel", novel)
     folder = str(tmp_path)
-    spatial, temporal = losses.load_descriptions(dataset, ["climb", "archery"], 2, folder, all_classnames=full)
+    spatial, temporal = prompts.load_descriptions(dataset, ["climb", "archery"], 2, folder, all_classnames=full)
     assert spatial == [["s2 climb 0.", "s2 climb 1."], ["s2 archery 0."]]
     assert temporal == [["t2 climb 0.", "t2 climb 1."], ["t2 archery 0.", "t2 archery 1."]]
-    spatial, temporal = losses.load_descriptions(dataset, full, 8, folder)  # N = 8: the 8-sentence files
+    spatial, temporal = prompts.load_descriptions(dataset, full, 8, folder)  # N = 8: the 8-sentence files
     assert spatial[3] == [f"s8 climb stairs {j}." for j in range(8)] and temporal[5][7] == "t8 yo yo 7."
     for subset, names in (("base", base), ("novel", novel)):  # classnames = the published label list
-        spatial, temporal = losses.load_descriptions(dataset, names, 2, folder, subset=subset)
+        spatial, temporal = prompts.load_descriptions(dataset, names, 2, folder, subset=subset)
         assert [s[-1].split(" ", 1)[1] for s in spatial] == [f"{name} {1 if i else 0}."
                                                             for i, name in enumerate(names)]
         assert temporal[2] == [f"t2 {names[2]} 0.", f"t2 {names[2]} 1."]
@@ -148,9 +148,9 @@ def test_authors_file_names_load_for_every_dataset(tmp_path, dataset, tag):
         for kind in ("s", "t"):
             (tmp_path / f"2_{kind}_description_{tag}{suffix}.json").unlink()
     # Without the _base file, the full file serves the base classes given the full list, never by position.
-    spatial, _ = losses.load_descriptions(dataset, base, 2, folder, all_classnames=full, subset="base")
+    spatial, _ = prompts.load_descriptions(dataset, base, 2, folder, all_classnames=full, subset="base")
     assert spatial[0] == ["s2 diving 0.", "s2 diving 1."]
-    with pytest.raises(losses.DescriptionError):
-        losses.load_descriptions(dataset, base, 2, folder, subset="base")
-    with pytest.raises(losses.DescriptionError):  # a subset read as if it were the full list
-        losses.load_descriptions(dataset, base, 2, folder)
+    with pytest.raises(prompts.DescriptionError):
+        prompts.load_descriptions(dataset, base, 2, folder, subset="base")
+    with pytest.raises(prompts.DescriptionError):  # a subset read as if it were the full list
+        prompts.load_descriptions(dataset, base, 2, folder)

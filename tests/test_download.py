@@ -1,4 +1,4 @@
-"""clip._download over real HTTP from a local server (127.0.0.1 only, no outside network): a server that accepts
+"""weights.download over real HTTP from a local server (127.0.0.1 only, no outside network): a server that accepts
 and never answers ends in a clear error within the (shortened) timeout; a download cut in the middle resumes
 with a Range request; a server that ignores Range makes it start over cleanly."""
 import hashlib
@@ -10,6 +10,7 @@ import time
 import pytest
 
 import clip
+import weights
 
 DATA = bytes(range(256)) * 1024  # 256 KiB, several reads of the downloader
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -27,7 +28,7 @@ def silent_server():
 def test_a_server_that_never_answers_fails_within_the_timeout(silent_server, tmp_path, capsys):
     start = time.time()
     with pytest.raises(clip.CLIPError) as e:
-        clip._download(silent_server, str(tmp_path), timeout=1)
+        weights.download(silent_server, str(tmp_path), timeout=1)
     assert time.time() - start < 10
     message = str(e.value)
     assert silent_server in message and f"put the file at {tmp_path / 'ViT-B-16.pt'}" in message
@@ -39,7 +40,7 @@ def test_the_timeout_comes_from_the_environment(silent_server, tmp_path, monkeyp
     monkeypatch.setenv("MSTA_DOWNLOAD_TIMEOUT", "0.5")
     start = time.time()
     with pytest.raises(clip.CLIPError, match="no answer for 0.5 s"):
-        clip._download(silent_server, str(tmp_path))
+        weights.download(silent_server, str(tmp_path))
     assert time.time() - start < 10
 
 
@@ -80,9 +81,9 @@ def server(request):
 def test_a_cut_download_resumes_or_restarts(server, tmp_path):
     httpd, url = server
     with pytest.raises(clip.CLIPError, match="put the file at"):
-        clip._download(url, str(tmp_path), timeout=5)
+        weights.download(url, str(tmp_path), timeout=5)
     part = tmp_path / "ViT-B-16.pt.part"
     assert part.read_bytes() == DATA[:len(DATA) // 2] and not (tmp_path / "ViT-B-16.pt").exists()
-    assert clip._download(url, str(tmp_path), timeout=5) == str(tmp_path / "ViT-B-16.pt")
+    assert weights.download(url, str(tmp_path), timeout=5) == str(tmp_path / "ViT-B-16.pt")
     assert (tmp_path / "ViT-B-16.pt").read_bytes() == DATA and not part.exists()
     assert httpd.requests == [None, f"bytes={len(DATA) // 2}-"]  # the second request asked for the rest only

@@ -19,6 +19,8 @@ import adapters
 import clip
 import data
 import evaluate
+import prompts
+import runs
 import train
 from video_fixtures import ID_BASE, ID_STEP, read_ids, ucf101_id_tree
 
@@ -236,7 +238,7 @@ def fake_checkpoint(path, **args):
 def test_evaluate_main_split_and_protocol_arguments(ids, tmp_path, monkeypatch, split):
     root, table = ids
     stubs = []
-    monkeypatch.setattr(evaluate, "build_model", lambda args, device: stubs.append(Stub(rule(table))) or stubs[-1])
+    monkeypatch.setattr(runs, "build_model", lambda args, device: stubs.append(Stub(rule(table))) or stubs[-1])
     monkeypatch.setattr(adapters, "parameter_counts", lambda model: (0, 1))  # the stub has no CLIP to count
     ckpt = fake_checkpoint(tmp_path / "run.pt", data_root=root)
     evaluate.main(["--checkpoint", ckpt, "--split", str(split), "--clips", "1", "--crops", "1", "--workers", "0",
@@ -277,12 +279,12 @@ def test_checkpoint_adapters_are_loaded_by_evaluate_main(tmp_path, monkeypatch):
     assert again["top1"] == pytest.approx(trained["summary"]["top1"])
     assert again["rows"][0]["videos"] == trained["rows"][0]["videos"] == 128
     videos = torch.randn(3, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # (B, T, 3, H, W)
-    tokens = evaluate.class_tokens(data.SYNTHETIC_CLASSES)
+    tokens = prompts.class_tokens(data.SYNTHETIC_CLASSES)
     with torch.no_grad():
         ours, theirs = (m(videos, tokens) for m in models)
         torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
         frozen = evaluate.FrozenCLIP(models[1].clip)
-        fresh = evaluate.build_model(train.parse_args(["--dataset", "synthetic", "--shots", "1"]),
+        fresh = runs.build_model(train.parse_args(["--dataset", "synthetic", "--shots", "1"]),
                                      torch.device("cpu"))(videos, tokens)
         for other in (frozen.logits(frozen.encode_video(videos), frozen.encode_text(tokens)), fresh):
             assert (other - ours).abs().max() > 1e-2
@@ -294,7 +296,7 @@ def test_frozen_clip_baseline_is_frame_mean_cosine_times_temperature():
     model = clip.build_random("random-tiny")
     frozen = evaluate.FrozenCLIP(model)
     videos = torch.randn(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # (B, T, 3, H, W)
-    tokens = evaluate.class_tokens(["yo yo", "kick ball", "sword"])
+    tokens = prompts.class_tokens(["yo yo", "kick ball", "sword"])
     with torch.no_grad():
         frames = [model.encode_image(v) for v in videos]  # B x (T, E), one video at a time
         v = F.normalize(torch.stack([f.mean(0) for f in frames]), dim=-1)

@@ -19,6 +19,8 @@ import torch
 
 import curves
 import evaluate
+import prompts
+import runs
 import train
 from test_clip import SMALL, random_openai_state_dict
 from video_fixtures import write_video
@@ -290,19 +292,19 @@ def test_threads_rule(monkeypatch):
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-        monkeypatch.setattr(evaluate.data, "usable_cores", lambda: 8)
+        monkeypatch.setattr(runs.data, "usable_cores", lambda: 8)
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-        assert evaluate.choose_threads(0) == 8 and torch.get_num_threads() == 8
-        assert evaluate.choose_threads(2) == 6
-        assert evaluate.choose_threads(8) == 4  # on the CPU the workers' share is at most half
+        assert runs.choose_threads(0) == 8 and torch.get_num_threads() == 8
+        assert runs.choose_threads(2) == 6
+        assert runs.choose_threads(8) == 4  # on the CPU the workers' share is at most half
         monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun: two processes share the 8 cores
-        assert evaluate.choose_threads(2) == 2
+        assert runs.choose_threads(2) == 2
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        assert evaluate.choose_threads(4) == 1  # on a GPU the workers are busy: each keeps a core
-        assert evaluate.choose_threads(4, requested=3) == 3  # --threads wins
+        assert runs.choose_threads(4) == 1  # on a GPU the workers are busy: each keeps a core
+        assert runs.choose_threads(4, requested=3) == 3  # --threads wins
         monkeypatch.setenv("OMP_NUM_THREADS", "1")  # set by the user: respected
         torch.set_num_threads(1)
-        assert evaluate.choose_threads(0) == 1
+        assert runs.choose_threads(0) == 1
     finally:
         torch.set_num_threads(threads)
 
@@ -342,7 +344,7 @@ def test_folder_dataset_with_descriptions_uses_l_cc(tree, tmp_path):
                            str(tmp_path / "mine.json"))[1:])
     assert "L_CC is off" not in (out / "log.txt").read_text()
     assert json.loads((out / "results.json").read_text())["args"]["alpha"] == 1.0
-    with pytest.raises(train.losses.DescriptionError):  # a file that misses a class is an error, not silence
+    with pytest.raises(prompts.DescriptionError):  # a file that misses a class is an error, not silence
         table.pop("jump")
         (tmp_path / "mine.json").write_text(json.dumps(table))
         train.main(folder_args(tree, tmp_path / "other", "--descriptions", str(tmp_path / "mine.json"))[1:])

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 import clip
 from adapters import MSTA
-from losses import classification_loss, consistency_loss, description_features, total_loss
+from losses import classification_loss, consistency_loss, total_loss
+from prompts import description_features
 
 
 def test_classification_loss_hand_value():

@@ -16,6 +16,7 @@ from torchvision import tv_tensors
 import data
 import prepare
 import train
+import transforms
 import video
 from video_fixtures import full_decode, ucf101_tree, write_video
 
@@ -120,23 +121,23 @@ def test_split_augmentation_equals_the_one_clip_pipeline():
     """Geometry in the worker + the batched photometric half == train_transform clip by clip, bit for bit, for
     the same seeds; grayscale really grays about a fifth of the clips."""
     clips = [torch.randint(0, 256, (8, 3, 60 + 4 * i, 80), dtype=torch.uint8) for i in range(6)]
-    worker = video.WorkerTransform(48)
+    worker = transforms.WorkerTransform(48)
     one, parts = [], []
     for seed, clip in enumerate(clips):
         torch.manual_seed(seed)
-        one.append(video.train_transform(48)(tv_tensors.Video(clip)))
+        one.append(transforms.train_transform(48)(tv_tensors.Video(clip)))
         torch.manual_seed(seed)
         parts.append(worker(tv_tensors.Video(clip)))
-    batched = video.photometric(torch.stack([c for c, _ in parts]), torch.stack([p for _, p in parts]))
+    batched = transforms.photometric(torch.stack([c for c, _ in parts]), torch.stack([p for _, p in parts]))
     assert all(c.dtype == torch.uint8 and c.shape == (8, 3, 48, 48) for c, _ in parts)
     for a, b in zip(one, batched):
         assert torch.equal(a, b)
     # The draws are those of the one-clip pipeline: jitter on in ~80%, grayscale in ~20% of 400 seeds.
-    mean, std = torch.tensor(video.CLIP_MEAN).view(3, 1, 1), torch.tensor(video.CLIP_STD).view(3, 1, 1)
+    mean, std = torch.tensor(transforms.CLIP_MEAN).view(3, 1, 1), torch.tensor(transforms.CLIP_STD).view(3, 1, 1)
     gray = jitter = 0
     for seed in range(400):
         torch.manual_seed(seed)
-        x = video.train_transform(32)(tv_tensors.Video(clips[0])) * std + mean
+        x = transforms.train_transform(32)(tv_tensors.Video(clips[0])) * std + mean
         gray += bool(torch.allclose(x[:, 0], x[:, 1], atol=1e-5) and torch.allclose(x[:, 1], x[:, 2], atol=1e-5))
         torch.manual_seed(seed)
         jitter += bool(worker(tv_tensors.Video(clips[0]))[1][0])

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-import losses
+import prompts
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +40,7 @@ def test_print_config_equals_the_log(capsys, tmp_path, monkeypatch, entry):
     assert c["blocks"] == [int(log["TRAINER.MMADAPTER.ADAPTER_START"]), int(log["TRAINER.MMADAPTER.ADAPTER_END"])]
     assert c["scale"] == float(log["TRAINER.MMADAPTER.ADAPTER_SCALE"])
     assert c["num_descriptions"] == int(log["TRAINER.MMADAPTER.DES_N"])
-    tag = losses.AUTHORS_TAGS[c["dataset"]] + ("_base" if c["protocol"] == "base2novel" else "")
+    tag = prompts.AUTHORS_TAGS[c["dataset"]] + ("_base" if c["protocol"] == "base2novel" else "")
     spatial = os.path.join(c["descriptions"], f"{c['num_descriptions']}_s_description_{tag}.json")
     assert spatial.endswith(log["DATA.DES_SPATIAL"])
     assert c["alpha"] == (1.0 if log["TRAIN.Cons_LOSS"] == "True" else 0.0)

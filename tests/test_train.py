@@ -13,7 +13,10 @@ import torch.nn.functional as F
 import adapters
 import clip
 import data
+import batches
 import evaluate
+import prompts
+import runs
 import train
 from test_clip import SMALL, random_openai_state_dict
 from video_fixtures import ucf101_tree, write_video
@@ -247,7 +250,7 @@ def test_unreadable_test_video_is_counted_not_scored(tmp_path):
     assert gathered["top1"] == pytest.approx(results["readable"]["top1"])
     # The results table shows both numbers.
     row = dict(row="split1", dataset="ucf101", split=1, subset=None, classes=3, **gathered)
-    evaluate.write_results(str(tmp_path / "out"), dict(dataset="ucf101", protocol="full", views="1x1", rows=[row],
+    runs.write_results(str(tmp_path / "out"), dict(dataset="ucf101", protocol="full", views="1x1", rows=[row],
                                                       summary=evaluate.summarize("full", [row])))
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| videos | unreadable |" in table and "| 7 | 1 |" in table
@@ -302,12 +305,12 @@ def test_base_to_novel_from_vifi_clip_list_files(tmp_path):
     assert (rows["novel"]["videos"], rows["novel"]["classes"]) == (8, 2)
     # The published draw is used as it is (no second draw), labelled by the base CSV; each test set by its own CSV.
     args = train.parse_args(argv)
-    train_set = train.training_set(args, 32)
+    train_set = batches.training_set(args, 32)
     assert train_set.classnames == ["Typing", "Basketball Dunk"] and len(train_set) == 32
     assert sorted((os.path.basename(p), label) for p, label in train_set.items) == sorted(
         (line.split()[0], int(line.split()[1])) for line in open(f["fs_base_s1_train.txt"]))
     novel = data.build_dataset("list", root, "base2novel", subset="novel", train=False, resolution=32,
-                               **evaluate.lists(args))
+                               **runs.lists(args))
     assert novel.classnames == ["Playing Violin", "Pull Ups"]
     assert all(os.path.basename(p).startswith("v_" + ["PlayingViolin", "PullUps"][label]) for p, label in novel.items)
     # A missing novel list is a one-line usage error, before anything runs.
@@ -318,7 +321,7 @@ def test_base_to_novel_from_vifi_clip_list_files(tmp_path):
         table = {"0": [f"{kind} typing."] * 2, "1": [f"{kind} dunk."] * 2}
         (tmp_path / f"2_{kind}_description_ucf_101_base.json").write_text(json.dumps(table))
     args.descriptions = str(tmp_path)
-    spatial, temporal = train.load_descriptions(args, train_set.classnames)
+    spatial, temporal = prompts.dataset_descriptions(args, train_set.classnames)
     assert spatial == [["s typing."] * 2, ["s dunk."] * 2] and temporal[1] == ["t dunk."] * 2
 
 
@@ -332,7 +335,7 @@ def test_no_flip_for_ssv2_also_from_list_files(tmp_path):
     for dataset in ("ssv2", "ucf101"):
         args = train.parse_args(["--dataset", dataset, "--data-root", root, "--train-list", f["fs_base_s1_train.txt"],
                                  "--test-list", f["base_val.txt"], "--labels-csv", f["ucf_101_base_labels.csv"]])
-        transforms = train.training_set(args, 32).transform.transforms
+        transforms = batches.training_set(args, 32).transform.transforms
         flips[dataset] = any(isinstance(t, v2.RandomHorizontalFlip) for t in transforms)
     assert flips == {"ssv2": False, "ucf101": True}
 
@@ -343,7 +346,7 @@ def first_step(tmp_path, monkeypatch, *extra):
     with the adapters as they were at that step, the parsed arguments)."""
     import adapters
     seen = {}
-    build = evaluate.build_model
+    build = runs.build_model
 
     def build_and_keep(args, device):
         seen["model"], seen["args"] = build(args, device), args
@@ -367,7 +370,7 @@ def first_step(tmp_path, monkeypatch, *extra):
     def keep_videos(self, videos):
         seen.setdefault("videos", videos.detach().clone())
         return encode_video(self, videos)
-    monkeypatch.setattr(evaluate, "build_model", build_and_keep)
+    monkeypatch.setattr(runs, "build_model", build_and_keep)
     monkeypatch.setattr(torch.utils.data, "DataLoader", KeepBatch)
     monkeypatch.setattr(torch.amp, "GradScaler", KeepLoss)
     monkeypatch.setattr(adapters.MSTA, "encode_video", keep_videos)

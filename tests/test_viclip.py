@@ -18,6 +18,7 @@ import torch
 import adapters
 import clip
 import viclip
+import weights
 from viclip_fixtures import B16, TEXTS, TINY, spec, viclip_state_dict, videos
 
 IDX = [0, 7, 21, 42, 63]
@@ -127,18 +128,18 @@ def test_download_without_published_digest_records_and_verifies(tmp_path, monkey
     src.parent.mkdir()
     src.write_bytes(b"weights v1")
     url, root = src.as_uri(), tmp_path / "cache"
-    path = clip._download(url, str(root), None, "ViCLIP-test.safetensors")
+    path = weights.download(url, str(root), None, "ViCLIP-test.safetensors")
     assert open(path, "rb").read() == b"weights v1" and (root / "ViCLIP-test.safetensors.sha256").exists()
     src.write_bytes(b"changed at the source")  # a verified cached copy is reused, not fetched again
-    assert open(clip._download(url, str(root), None, "ViCLIP-test.safetensors"), "rb").read() == b"weights v1"
+    assert open(weights.download(url, str(root), None, "ViCLIP-test.safetensors"), "rb").read() == b"weights v1"
     open(path, "ab").write(b"corruption")
     with pytest.warns(UserWarning, match="does not match"):
-        clip._download(url, str(root), None, "ViCLIP-test.safetensors")
+        weights.download(url, str(root), None, "ViCLIP-test.safetensors")
     assert open(path, "rb").read() == b"changed at the source"
 
     def offline(*a, **k):
         raise OSError("no network")
-    monkeypatch.setattr(clip.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(weights.urllib.request, "urlopen", offline)
     with pytest.raises(clip.CLIPError, match="without network, fetch that URL elsewhere and put the file at"):
         viclip.load("ViCLIP-B/16", download_root=str(tmp_path / "empty"))
 

@@ -1,0 +1,76 @@
+"""What each training step sees: the protocol's training videos, cut into seeded global batches.
+
+Every random draw of an item (frame offsets, crops, flips, colour jitter) is seeded from (seed, epoch, index), so
+an item is the same whichever loader worker or process reads it, and differs from one epoch to the next. That is
+what makes train.py's --resume exact and an N-GPU run equal to a one-GPU run step for step. The augmentation
+follows the recipe of "Efficient Transfer Learning for Video-language Foundation Models" (CVPR 2025), Sec. 4.1,
+through data.py and transforms.py.
+
+Shape legend: B videos, T frames.
+"""
+import torch
+
+import data
+import runs
+
+PREFETCH = 4  # batches each loader worker keeps ready (torch's default is 2); measured: see README "Performance"
+
+
+def training_set(args, resolution, mean=data.CLIP_MEAN, std=data.CLIP_STD):
+    """The protocol's training videos, at the model's resolution and pixel normalisation. Flips for every dataset
+    but SSv2, whose labels say left and right, also when SSv2 comes as list files (data.py cannot tell from the
+    lists). Workers return uint8 clips and their photometric draws; the photometric half (with mean/std) runs
+    batched on the training device (train.py's loop)."""
+    return data.build_dataset(runs.reader(args), args.data_root, args.protocol, args.split, shots=args.shots,
+                              seed=args.seed, num_frames=args.frames, train=True, resolution=resolution,
+                              flip=args.dataset != "ssv2", mean=mean, std=std, defer_photometric=True,
+                              **runs.lists(args))
+
+
+def loader(train_set, args, rank, world, device):
+    """(sampler, loader) of this process's share of every global batch; set sampler.epoch before each epoch."""
+    sampler = GlobalBatches(len(train_set), args.batch_size, args.seed, rank, world)
+    # Persistent workers: no worker start-up (and dataset copy) at every epoch. PREFETCH: see its comment.
+    return sampler, torch.utils.data.DataLoader(
+        SeededItems(train_set, args.seed), batch_sampler=sampler, num_workers=args.workers,
+        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
+        prefetch_factor=PREFETCH if args.workers > 0 else None)
+
+
+class GlobalBatches(torch.utils.data.Sampler):
+    """Each epoch: one seeded permutation, cut into global batches of --batch-size; rank r takes its own slice
+    of every global batch. So N processes see exactly the videos one process would see, step for step, and the
+    (gradient-averaged) loss curve is the same whatever N is. The incomplete last batch is dropped."""
+
+    def __init__(self, n, global_batch, seed, rank=0, world=1):
+        self.n, self.global_batch, self.seed, self.rank, self.world = n, global_batch, seed, rank, world
+        self.local = global_batch // world
+        self.epoch = 0
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch))
+        for b in range(len(self)):
+            start = b * self.global_batch + self.rank * self.local
+            # The epoch travels with each index: persistent workers keep their own copy of the dataset, so an
+            # epoch set on it in the main process would never reach them.
+            yield [(self.epoch, i) for i in order[start:start + self.local].tolist()]
+
+    def __len__(self):
+        return self.n // self.global_batch
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """Seeds every random draw of item i (frame offsets, crops, flips, colour jitter) from (seed, epoch, i); the
+    key is (epoch, i), as GlobalBatches yields it. An item is then the same whichever worker or process loads it,
+    which is what makes --resume exact and multi-GPU runs equal to one-GPU runs."""
+
+    def __init__(self, dataset, seed):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, i = key
+        data.seed_everything(hash((self.seed, epoch, i)) % 2**31)
+        return self.dataset[i]

@@ -1,0 +1,273 @@
+"""The scripts' shared toolbox: what train.py, evaluate.py and prepare.py all need and none of them is about.
+
+One-line user errors (UsageError, CheckpointError) and the argument parser that prints them; the run folder (what
+it holds, never written over by accident); the log; the thread rule; autocast; reading and atomically writing
+checkpoints; results.json / results.md; and loading the backbone plus MSTA's adapters (Sec. 3 of "Efficient
+Transfer Learning for Video-language Foundation Models", CVPR 2025, lives in adapters.py; this only builds it).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+import adapters
+import clip
+import data
+import viclip
+
+DATASETS = ("ucf101", "hmdb51", "k400", "k600", "ssv2", "synthetic", "folder")  # --dataset's choices
+# What a run folder holds; a folder holding any of these is a run, and is never written over by accident.
+RUN_FILES = ("checkpoint.pt", "results.json", "results.md", "log.txt", "history.csv", "curves.png")
+
+
+# ---------------------------------------------------------------------------------------- errors, arguments
+class UsageError(Exception):
+    """A problem the user can fix from the command line: printed as one line, exit status 2."""
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing or unreadable: one line for the user, exit status 2."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" only where X is the real default: not for None (per-protocol values say theirs)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (argparse's own prints the whole usage first), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def at_least(low):
+    """argparse type: an integer >= low, else argparse's one-line error."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value}: must be at least {low}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+# ------------------------------------------------------------------------------------------ log, threads
+class Logger:
+    """Prints to the screen and to log.txt; quiet=True (ranks other than 0) prints nothing.
+
+    Lines logged before open() are kept and written when the file opens: nothing is written into a run folder
+    until the arguments and the data have been checked, yet log.txt still starts at the first line."""
+
+    def __init__(self, path=None, append=False, quiet=False):
+        self.file, self.pending = None, []
+        self.quiet, self.tty, self.last = quiet, sys.stdout.isatty(), 0.0
+        if path:
+            self.open(path, append)
+
+    def open(self, path, append=False):
+        if not self.quiet:
+            self.file = open(path, "a" if append else "w")
+            self.file.writelines(line + "\n" for line in self.pending)
+            self.file.flush()
+        self.pending = []
+
+    def __call__(self, message, screen=True):
+        """screen=False: log.txt only (the full argument dump: too long for the screen, needed in the log)."""
+        if self.quiet:
+            return
+        if screen:
+            print(("\r\033[K" if self.tty else "") + message, flush=True)
+        if self.file:
+            self.file.write(message + "\n")
+            self.file.flush()
+        else:
+            self.pending.append(message)
+
+    def progress(self, message):
+        """One rewritten line on a terminal; a plain line every 30 s in a log (a batch job's stdout)."""
+        if self.quiet:
+            return
+        if self.tty:
+            print("\r\033[K" + message, end="", flush=True)
+        elif time.time() - self.last > 30:
+            print(message, flush=True)
+            self.last = time.time()
+
+
+def hms(seconds):
+    """Seconds as h:mm:ss."""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def finished(paths, log):
+    """The last lines of a command: where its files are."""
+    width = max(len(name) for name, _ in paths)
+    log("\n".join(["", "files:"] + [f"  {name + ':':<{width + 1}} {path}" for name, path in paths]))
+
+
+def choose_threads(workers, requested=None):
+    """Set and return torch's intra-op thread count (--threads overrides).
+
+    The rule: the cores this process may use, shared equally by the processes of this machine (torchrun's
+    LOCAL_WORLD_SIZE), minus one core per loader worker, at least 1: main process threads + workers <= cores.
+    Each worker decodes with one thread (torch gives DataLoader workers one), and OpenMP threads that wait for
+    a descheduled sibling stall a whole matmul, so oversubscribed cores cost far more than idle ones (measured:
+    60 training steps under load took 156 s with the default threads, 34 s with one thread per process). On the
+    CPU the model step is much slower than loading its batch, so the workers mostly sleep there: the workers'
+    share is capped at half the cores, and the model keeps the other half at least."""
+    if requested is not None:
+        torch.set_num_threads(requested)
+        return requested
+    if os.environ.get("OMP_NUM_THREADS"):  # the user (or a job scheduler) already chose: keep torch's reading
+        return torch.get_num_threads()
+    cores = max(1, data.usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    reserved = workers if torch.cuda.is_available() else min(workers, cores // 2)
+    threads = max(1, cores - reserved)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def autocast_for(device, precision):
+    """torch.autocast for --precision; fp32 disables it. Adapters stay fp32 either way (autocast casts per op)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    return torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
+
+
+# ------------------------------------------------------------------------------- run folder, checkpoints
+def check_output(folder, resume=False, overwrite=False, files=RUN_FILES):
+    """Refuse (one line) to write into a folder that already holds a run's files, unless --resume continues
+    it or --overwrite replaces it. Reads only: call it before anything is written."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"{folder} is a file, not a folder: choose another --output")
+    if resume or overwrite or not os.path.isdir(folder):
+        return
+    found = [f for f in files if os.path.exists(os.path.join(folder, f))]
+    if found:
+        kind = "a finished run" if "results.json" in found else "a partial run"
+        raise UsageError(f"{folder} already holds {kind} ({', '.join(found)}); nothing was changed. Use --resume "
+                         "to continue it, --output DIR for a new folder, or --overwrite to replace it")
+
+
+def clear_output(folder, files=RUN_FILES):
+    """--overwrite: remove the old run's files (only those, and its eval-*/results.{json,md}), so that nothing
+    stale is mixed with the new run. Anything else in the folder stays."""
+    if not os.path.isdir(folder):
+        return
+    for f in files:
+        if os.path.isfile(os.path.join(folder, f)):
+            os.remove(os.path.join(folder, f))
+    for d in os.listdir(folder):
+        if d.startswith("eval-") and os.path.isdir(os.path.join(folder, d)):
+            clear_output(os.path.join(folder, d), ("results.json", "results.md"))
+            if not os.listdir(os.path.join(folder, d)):
+                os.rmdir(os.path.join(folder, d))
+
+
+def read_checkpoint(path):
+    """A train.py checkpoint: plain tensors and values, so weights_only=True (no code runs on load)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint at {path} (expected a run folder or its checkpoint.pt)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or holds objects weights_only refuses
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or "adapters" not in ckpt or "args" not in ckpt:
+        raise CheckpointError(f"{path} is not a train.py checkpoint (no 'adapters' and 'args' entries)")
+    return ckpt
+
+
+def save_checkpoint(path, state):
+    """Write to a temporary file, then rename: a kill at any moment leaves the last complete checkpoint."""
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def write_results(folder, results, log=None):
+    """results.json (everything) and results.md (the table a reader wants) in `folder`."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    s = results["summary"]
+    lines = [f"# {results['dataset']} -- {results['protocol']}", "",
+             f"Views per video: {results['views']}. Weights of the last epoch; no epoch was selected on the "
+             "test set. videos: scored; unreadable: missing or undecodable, left out of the metric.", "",
+             "| test set | dataset | split | classes | videos | unreadable | top-1 | top-5 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        lines.append(f"| {r['row']} | {r['dataset']} | {r['split']} | {r['classes']} | {r['videos']} | "
+                     f"{r.get('skipped', 0)} | {r['top1']:.2f} | {r['top5']:.2f} |")
+    lines.append("")
+    if results["protocol"] == "base2novel":
+        lines.append(f"**base {s['base']:.2f}, novel {s['novel']:.2f}, harmonic mean {s['hm']:.2f}** "
+                     f"(mean over {s['runs']} run(s); HM of the mean base and novel accuracies)")
+    elif "top1_std" in s:
+        lines.append(f"**top-1 {s['top1']:.2f} +- {s['top1_std']:.2f}** (mean and population std over "
+                     f"{s['runs']} splits)")
+    else:
+        lines.append(f"**top-1 {s['top1']:.2f}, top-5 {s['top5']:.2f}** (mean over {s['runs']} run(s))")
+    with open(os.path.join(folder, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    if log:
+        log("\n".join(lines))
+
+
+def result_record(args, results, extra=None):
+    """The flat fields every results.json carries, plus the rows and summary."""
+    record = dict(dataset=args.dataset, protocol=args.protocol, shots=args.shots, split=args.split,
+                  seed=args.seed, epochs=args.epochs, views=results["views"], **results["summary"])
+    record.update(rows=results["rows"], summary=results["summary"], **(extra or {}))
+    return record
+
+
+# ------------------------------------------------------------------------------------ backbone, data lists
+def load_backbone(name):
+    """The frozen backbone for --clip: ViCLIP (viclip.py) for its names, random-ViCLIP-* and files holding ViCLIP's
+    tensor names; otherwise OpenAI CLIP (clip.py): its names, random-* and its checkpoint files."""
+    if viclip.handles(name):
+        return viclip.load(name)[0]
+    return clip.build_random(name) if name.startswith("random-") else clip.load(name)[0]
+
+
+def build_model(args, device):
+    """The backbone (pretrained, or random for offline demos) plus MSTA adapters, on `device`."""
+    model = load_backbone(args.clip)
+    torch.manual_seed(args.seed)  # adapter initialisation: the same on every rank and on resume
+    try:
+        return adapters.MSTA(model.to(device), num_frames=args.frames, rank=args.rank, blocks=tuple(args.blocks),
+                             scale=args.scale, temporal=args.temporal)
+    except ValueError as e:  # e.g. --blocks 8-12 on a 4-block model
+        raise UsageError(f"{e} (--clip {args.clip})") from None
+
+
+def backbone_tag(name):
+    """A CLIP name or checkpoint path as a folder-name part: "ViT-B/16" -> "ViT-B-16", "/x/clip_small.pt" ->
+    "clip_small"."""
+    if name not in clip.available_models() and not name.startswith(("random-", "ViCLIP-")):
+        name = os.path.splitext(os.path.basename(name))[0]  # a checkpoint file: its name
+    return name.replace("/", "-").replace("@", "-")
+
+
+def reader(args, name=None):
+    """data.py's reader: "list" when published list files were given, else the dataset itself."""
+    return "list" if getattr(args, "train_list", None) or getattr(args, "test_list", None) else name or args.dataset
+
+
+def lists(args):
+    """The list-file arguments for the "list" reader (none for the official layouts)."""
+    keys = ("train_list", "test_list", "labels_csv", "novel_list", "novel_labels_csv")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None)} if reader(args) == "list" else {}

@@ -1,0 +1,119 @@
+"""train.py's command line after argparse: per-protocol defaults filled in, every value checked, the run's name.
+
+resolve(args, PROTOCOLS) fills what the user left to the protocol (train.py's PROTOCOLS table: the paper's
+per-protocol settings, Sec. 4.1 of "Efficient Transfer Learning for Video-language Foundation Models", CVPR 2025,
+and the offline demo's), rejects bad values with one-line errors (runs.UsageError, exit status 2), and names the
+default run folder after every setting that changes results.
+"""
+import os
+
+import torch
+
+import recipe
+import runs
+from runs import UsageError
+
+# Settings that change results but are not part of the default run-folder name (which always carries dataset,
+# protocol, shots, backbone, temporal, rank, blocks, split and seed): added to the name when typed, e.g. "-lr0.01".
+NAME_EXTRAS = (("frames", "f"), ("epochs", "ep"), ("warmup_epochs", "warm"), ("batch_size", "bs"), ("lr", "lr"),
+               ("min_lr", "minlr"), ("weight_decay", "wd"), ("scale", "scale"), ("alpha", "alpha"),
+               ("num_descriptions", "desc"), ("precision", ""))
+
+
+def resolve(args, PROTOCOLS):
+    """Fill per-protocol defaults from PROTOCOLS (train.py's table) and reject bad values with one-line
+    messages."""
+    if args.shots is not None and args.protocol not in (None, "few-shot", "base2novel"):
+        raise UsageError(f"--shots is for the few-shot or base2novel protocol, not {args.protocol}")
+    if args.protocol is None:
+        args.protocol = "few-shot" if args.shots is not None else "full"
+    if args.protocol == "few-shot" and args.shots is None:
+        raise UsageError("--protocol few-shot needs --shots K (the paper uses 2, 4, 8 and 16)")
+    if getattr(args, "recipe", None):
+        recipe.apply(args)  # before the lists and per-protocol defaults are read: they may come from it
+    listed = bool(args.train_list or args.test_list)
+    if (getattr(args, "novel_list", None) or getattr(args, "novel_labels_csv", None)) and not (
+            listed and args.protocol == "base2novel"):
+        raise UsageError("--novel-list/--novel-labels-csv are for --protocol base2novel with --train-list")
+    if listed and args.protocol == "base2novel":
+        # ViFi-CLIP's files: fs_base_s{1,2,3}_train.txt + base labels, base_val.txt, novel_val.txt + novel labels
+        need = [f for f in ("train_list", "test_list", "labels_csv", "novel_list", "novel_labels_csv")
+                if not getattr(args, f, None)]
+        if need:
+            flags = ", ".join("--" + f.replace("_", "-") for f in need)
+            raise UsageError(f"--protocol base2novel from lists needs {flags} (ViFi-CLIP's fs_base_s1_train.txt, "
+                             "base_val.txt and base labels CSV, novel_val.txt and novel labels CSV)")
+    elif args.protocol == "base2novel" and args.shots is None:
+        args.shots = 16  # the published base-to-novel setting: 16 shots per base class (a list is that draw)
+    if args.shots is not None and args.shots < 1:
+        raise UsageError(f"--shots {args.shots}: must be at least 1")
+    if args.protocol == "zero-shot" and args.dataset not in ("k400", "synthetic"):
+        raise UsageError("--protocol zero-shot trains on Kinetics-400 (--dataset k400); evaluate the result on "
+                         "ucf101, hmdb51 or k600 with evaluate.py")
+    if args.dataset == "folder":
+        if args.data_root is None:
+            raise UsageError("--dataset folder needs --data-root DIR, a folder holding DIR/train/<class>/<video> "
+                             "and DIR/test/<class>/<video> (or list files given with --train-list, --test-list "
+                             "and --labels-csv, relative to DIR)")
+        if args.protocol == "base2novel":
+            raise UsageError("--protocol base2novel needs published base classes; a folder dataset has none")
+    table = PROTOCOLS["synthetic" if args.dataset == "synthetic" else args.protocol]
+    for key, arg in (("rank", "rank"), ("blocks", "blocks"), ("epochs", "epochs"),
+                     ("warmup", "warmup_epochs"), ("batch_size", "batch_size")):
+        if getattr(args, arg) is None:
+            setattr(args, arg, table[key])
+    for key, value in table.items():  # the demo row's extra settings (lr, scale, clip, ...)
+        if key not in ("rank", "blocks", "epochs", "warmup", "batch_size") and key not in args.explicit:
+            setattr(args, key, value)
+    args.blocks = parse_blocks(args.blocks)
+    for name in ("frames", "rank", "epochs", "batch_size", "num_descriptions"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: must be at least 1")
+    if args.clips is not None and args.clips < 1:
+        raise UsageError(f"--clips {args.clips}: must be at least 1")
+    if args.crops is not None and args.crops not in (1, 3):
+        raise UsageError(f"--crops {args.crops}: the test takes 1 (centre) or 3 (left, centre, right) crops")
+    if args.workers < 0:
+        raise UsageError(f"--workers {args.workers}: must be 0 (load in this process) or more")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues the run in the output folder, --overwrite replaces it: choose one")
+    if args.data_root is None:
+        args.data_root = os.path.join("data", args.dataset)
+    if args.precision is None:
+        args.precision = "bf16" if torch.cuda.is_available() else "fp32"
+    if args.output is None:
+        args.output = os.path.join("runs", run_name(args))
+    if getattr(args, "recipe", None) and not args.print_config:
+        recipe.check_files(args)
+    return args
+
+
+def run_name(args):
+    """The default run folder's name: every setting that changes results, readable, e.g.
+    ucf101-few-shot-4shot-ViT-B-16-attn-r128-b8-12-split1-seed0."""
+    dataset = args.dataset
+    if dataset == "folder":  # your own videos: the folder's name tells runs on different trees apart
+        dataset = f"folder-{os.path.basename(os.path.normpath(args.data_root))}"
+    if runs.reader(args) == "list":
+        dataset += "-lists"
+    parts = [dataset, args.protocol] + ([f"{args.shots}shot"] if args.shots else [])
+    parts += [runs.backbone_tag(args.clip), args.temporal, f"r{args.rank}",
+              f"b{args.blocks[0]}-{args.blocks[1]}", f"split{args.split}", f"seed{args.seed}"]
+    parts += [f"{short}{getattr(args, key):g}" if isinstance(getattr(args, key), float) else
+              f"{short}{getattr(args, key)}" for key, short in NAME_EXTRAS if key in args.explicit]
+    if getattr(args, "recipe", None):
+        parts.append(f"recipe-{args.recipe}")
+    return "-".join(parts)
+
+
+def parse_blocks(text):
+    """"8-12" or "8,12" or (8, 12) -> (8, 12); a single "12" -> (12, 12)."""
+    if isinstance(text, (list, tuple)):
+        return tuple(int(b) for b in text)
+    try:
+        parts = [int(b) for b in str(text).replace(",", "-").split("-")]
+    except ValueError:
+        raise UsageError(f"--blocks {text}: expected FIRST-LAST, e.g. 8-12") from None
+    return (parts[0], parts[-1])
