@@ -19,14 +19,15 @@ import sys
 import time
 
 import data
+import layouts
 
 
 def expected_lists(dataset, root, protocol=None, split=None, lists=None):
     """[(list name, [(path or None, label)])] for what the protocol (all of them when None) reads."""
-    name = data._canonical(dataset, data.DATASETS)
+    name = layouts._canonical(dataset, layouts.DATASETS)
     if lists:
         parts = [("train", "train_list"), ("test", "test_list"), ("novel test", "novel_list")]
-        out = [(f"{part} {lists[key]}", data._read("list", root, 1, "train" if part == "train" else "test",
+        out = [(f"{part} {lists[key]}", layouts._read("list", root, 1, "train" if part == "train" else "test",
                                                     {**lists, "test_list": lists[key]}
                                                     if key == "novel_list" else lists)[1])
                for part, key in parts if lists.get(key)]
@@ -36,7 +37,7 @@ def expected_lists(dataset, root, protocol=None, split=None, lists=None):
         return [(f"zero-shot test set {s}", kinetics600_lists.zero_shot(root, s)[1])
                 for s in ([split] if split else kinetics600_lists.SPLITS)]
     splits = [split or 1] if name not in ("ucf101", "hmdb51") else ([split] if split else [1, 2, 3])
-    return [(f"{part} split {s}" if name in ("ucf101", "hmdb51") else part, data._read(name, root, s, part, {})[1])
+    return [(f"{part} split {s}" if name in ("ucf101", "hmdb51") else part, layouts._read(name, root, s, part, {})[1])
             for s in splits for part in ("train", "test")]
 
 
