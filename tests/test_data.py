@@ -342,6 +342,13 @@ def test_kinetics600_zero_shot_split(tmp_path, clip):
     assert test.skipped == 14084 - 3
     test2 = data.build_dataset("k600", str(tmp_path), "zero-shot", 2, train=False, resolution=RES)
     assert test2.classnames == facts[1] != facts[0] and test2.skipped == 13978 - len(test2)
+    # The original list file (evaluate.py --test-list) resolves the same videos in the same tree.
+    (tmp_path / "ZS_split1_K600_eval.txt").write_text("".join(f"{stem}.mp4 {label}\n" for stem, label in lists[1]))
+    (tmp_path / "ZS_split1_K600.csv").write_text("id,name\n" + "".join(f"{i},{c}\n" for i, c in enumerate(facts[0])))
+    listed = data.build_dataset("list", str(tmp_path), "full", 1, train=False, resolution=RES,
+                                test_list=str(tmp_path / "ZS_split1_K600_eval.txt"),
+                                labels_csv=str(tmp_path / "ZS_split1_K600.csv"))
+    assert sorted(listed.items) == sorted(test.items) and listed.skipped == 14084 - 3
 
 
 def test_ssv2_templates(tmp_path, videos):
