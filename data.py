@@ -22,7 +22,8 @@ Protocols, as ViFi-CLIP (Rasheed et al., CVPR 2023) publishes them and MSTA's pa
               not in Kinetics-400 (14,084 / 13,978 / 14,136 videos from K600's train, val and test parts),
               found wherever each video lies in the download (kinetics600_lists.py).
   full        the whole training split; test on the whole test/validation split.
-Class orders and class-name text: layouts.py (the published label lists). Shape legend: T frames, H x W pixels, V views.
+Class orders and class-name text: layouts.py (the published label lists). `python data.py verify ...` checks
+a dataset on disk before a run (verify.py). Shape legend: T frames, H x W pixels, V views.
 """
 import logging
 import multiprocessing

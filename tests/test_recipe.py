@@ -1,7 +1,9 @@
 """`train.py --recipe paper --print-config` against every run the authors logged (tests/fixtures/paper_logs.json,
-read from their released logs), the precedence of typed flags, and the refusal when the inputs are absent."""
+read from their released logs), the precedence of typed flags, the refusal when the inputs are absent, and the run
+folder names docs/reproducing.md gives."""
 import json
 import os
+import re
 
 import pytest
 
@@ -96,3 +98,19 @@ def test_missing_inputs_name_the_two_commands(capsys, tmp_path, monkeypatch):
     assert "git clone https://github.com/muzairkhattak/ViFi-CLIP" in err
     assert "git clone https://github.com/chenhaoxing/ETL4Video" in err
     assert os.listdir(tmp_path) == []
+
+
+def test_run_folders_in_docs_are_the_names_train_py_makes(capsys):
+    with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
+        doc = f.read()
+    made = {printed(capsys, command(e["run"]))["output"] for e in RUNS}
+    made.add(printed(capsys, ["--clip", "ViCLIP-B/16", "--temporal", "conv", "--dataset", "k400", "--protocol",
+                              "zero-shot"])["output"])
+    named = set()
+    for name in re.findall(r"runs/[^\s`]+", doc):
+        if "<" in name:  # a pattern written for the reader, e.g. runs/<dataset>-...
+            continue
+        for d in ("k400", "hmdb51", "ucf101", "ssv2"):
+            for s in ("1", "2", "3"):
+                named.add(name.replace("$d", d).replace("{1,2,3}", s))
+    assert named and named <= made
