@@ -23,21 +23,26 @@ import layouts
 
 
 def expected_lists(dataset, root, protocol=None, split=None, lists=None):
-    """[(list name, [(path or None, label)])] for what the protocol (all of them when None) reads."""
+    """[(list name, [(path or None, label)], [what each line names, or None])] for what the protocol (all of
+    them when None) reads; the names say which video is missing where the list spells it (list files, K600)."""
     name = layouts._canonical(dataset, layouts.DATASETS)
     if lists:
-        parts = [("train", "train_list"), ("test", "test_list"), ("novel test", "novel_list")]
-        out = [(f"{part} {lists[key]}", layouts._read("list", root, 1, "train" if part == "train" else "test",
-                                                    {**lists, "test_list": lists[key]}
-                                                    if key == "novel_list" else lists)[1])
-               for part, key in parts if lists.get(key)]
+        out = []
+        for part, key in (("train", "train_list"), ("test", "test_list"), ("novel test", "novel_list")):
+            if lists.get(key):
+                given = {**lists, "test_list": lists[key]} if key == "novel_list" else lists
+                items = layouts._read("list", root, 1, "train" if part == "train" else "test", given)[1]
+                out.append((f"{part} {lists[key]}", items, [line.rsplit(None, 1)[0]
+                                                            for line in layouts._lines(lists[key])]))
         return out
     if name == "kinetics600" and protocol in (None, "zero-shot"):
         import kinetics600_lists
-        return [(f"zero-shot test set {s}", kinetics600_lists.zero_shot(root, s)[1])
+        return [(f"zero-shot test set {s}", kinetics600_lists.zero_shot(root, s)[1],
+                 [stem for stem, _ in kinetics600_lists.published()[s]])
                 for s in ([split] if split else kinetics600_lists.SPLITS)]
-    splits = [split or 1] if name not in ("ucf101", "hmdb51") else ([split] if split else [1, 2, 3])
-    return [(f"{part} split {s}" if name in ("ucf101", "hmdb51") else part, layouts._read(name, root, s, part, {})[1])
+    official = name in ("ucf101", "hmdb51")
+    splits = ([split] if split else [1, 2, 3]) if official else [split or 1]
+    return [(f"{part} split {s}" if official else part, layouts._read(name, root, s, part, {})[1], None)
             for s in splits for part in ("train", "test")]
 
 
@@ -107,11 +112,11 @@ def verify(dataset, root, protocol=None, split=None, lists=None, workers=None, c
            log=print):
     """Check, write the report, return (exit status, report text)."""
     expected = expected_lists(dataset, root, protocol, split, lists)
-    paths = sorted({p for _, items in expected for p, _ in items if p is not None})
+    paths = sorted({p for _, items, _ in expected for p, _ in items if p is not None})
     bad = decode_all(paths, workers or data.default_workers(), cache or default_cache(root), log)
     lines, problems = [f"verify {dataset} at {root}" + (f", {protocol}" if protocol else "")
                           + (f", split {split}" if split else ""), ""], 0
-    for name, items in expected:
+    for name, items, _ in expected:
         missing = sum(p is None for p, _ in items)
         broken = sum(1 for p, _ in items if p is not None and bad[p])
         problems += missing + broken
@@ -119,8 +124,9 @@ def verify(dataset, root, protocol=None, split=None, lists=None, workers=None, c
                      f"undecodable {broken}")
     undecodable = sorted((p, bad[p]) for p in paths if bad[p])
     lines += ["", f"undecodable ({len(undecodable)}):"] + [f"  {p}: {why}" for p, why in undecodable]
-    missing = sorted({f"{name}: {i}" for name, items in expected for i, (p, _) in enumerate(items) if p is None})
-    lines += ["", f"missing ({sum(p is None for _, items in expected for p, _ in items)}; list name: line):"]
+    missing = [f"{name}: {names[i] if names else f'entry {i + 1}'}" for name, items, names in expected
+               for i, (p, _) in enumerate(items) if p is None]
+    lines += ["", f"missing ({len(missing)}; list: video, or its entry number in an official layout's list):"]
     lines += [f"  {m}" for m in missing]
     text = "\n".join(lines) + "\n"
     if report:

@@ -55,4 +55,4 @@ def test_missing_truncated_and_empty_videos_are_each_reported(tree, tmp_path):
     assert "train split 1: expected 4, found 3, missing 1, undecodable 1" in report
     assert "test split 1: expected 4, found 4, missing 0, undecodable 1" in report
     assert f"{truncated}: " in report and f"{empty}: empty file" in report
-    assert "missing (1; list name: line):" in report
+    assert "missing (1; list: video" in report and "train split 1: entry " in report
