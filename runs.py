@@ -229,7 +229,8 @@ def write_results(folder, results, log=None):
 def result_record(args, results, extra=None):
     """The flat fields every results.json carries, plus the rows and summary."""
     record = dict(dataset=args.dataset, protocol=args.protocol, shots=args.shots, split=args.split,
-                  seed=args.seed, epochs=args.epochs, views=results["views"], **results["summary"])
+                  seed=args.seed, epochs=args.epochs, recipe=getattr(args, "recipe", None), views=results["views"],
+                  **results["summary"])
     record.update(rows=results["rows"], summary=results["summary"], **(extra or {}))
     return record
 
