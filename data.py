@@ -18,94 +18,35 @@ Protocols, as ViFi-CLIP (Rasheed et al., CVPR 2023) publishes them and MSTA's pa
               base class (shots=None means 16) from split 1 / the training set; subset="base" or "novel" picks
               which classes a test set holds; labels are renumbered within the evaluated classes.
   zero-shot   train on all of Kinetics-400; test on all classes of UCF101/HMDB51 official split `split`
-              (1, 2, 3), or on Kinetics-600 validation videos of 160-class split `split` (ER-ZSAR's splits).
+              (1, 2, 3), or on Kinetics-600 zero-shot test set `split`: ViFi-CLIP's published list of 160 classes
+              not in Kinetics-400 (14,084 / 13,978 / 14,136 videos from K600's train, val and test parts),
+              found wherever each video lies in the download (kinetics600_lists.py).
   full        the whole training split; test on the whole test/validation split.
-Class-name text: UCF101 CamelCase split into words ("YoYo" -> "Yo Yo"), classInd order; HMDB51 underscores ->
-spaces, in the order of the sorted class names; Kinetics official names, sorted; SSv2 templates without
-brackets, in label-index order. Shape legend: T frames, H x W pixels, V views.
+Class orders and class-name text: layouts.py (the published label lists). `python data.py verify ...` checks
+a dataset on disk before a run (verify.py). Shape legend: T frames, H x W pixels, V views.
 """
-import csv
-import functools
-import json
 import logging
-import math
 import multiprocessing
 import os
 import random
-import re
 from collections import defaultdict
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.transforms import v2
 
 # Reading one video (decoding, frame sampling, transforms) lives in video.py; the interface names are re-exported.
 from video import (CLIP_MEAN, CLIP_STD, FRAME_FILE, VIDEO_EXTENSIONS, PHOTOMETRIC_PARAMS, TestTransform,  # noqa: F401
                    VideoError, WorkerTransform, no_photometric, open_video, photometric, read_frames,
                    sample_indices, train_transform, video_length)
+# The offline demo's dataset lives in synthetic.py; build_dataset serves it under the name "synthetic".
+from synthetic import SYNTHETIC_CLASSES, SyntheticMotion, synthetic_clip  # noqa: F401
+# Where the videos and class names of each dataset are (official layouts, lists, a folder): layouts.py.
+from layouts import (DATASETS, LAYOUTS, PROTOCOLS, DatasetError, _canonical, _fail, _Finder, _finder,  # noqa: F401
+                     _key, _read, class_names, protocol_facts)
 
 log = logging.getLogger(__name__)
-DATASETS = {"ucf101": "ucf101", "ucf": "ucf101", "hmdb51": "hmdb51", "hmdb": "hmdb51", "kinetics400": "kinetics400",
-            "k400": "kinetics400", "kinetics600": "kinetics600", "k600": "kinetics600", "ssv2": "ssv2",
-            "somethingsomethingv2": "ssv2", "sthv2": "ssv2", "synthetic": "synthetic", "list": "list",
-            "folder": "folder"}
-PROTOCOLS = {"fewshot": "few-shot", "base2novel": "base2novel", "basetonovel": "base2novel", "b2n": "base2novel",
-             "zeroshot": "zero-shot", "full": "full", "fullysupervised": "full", "supervised": "full"}
-LAYOUTS = {  # what a root must hold, and where it is downloaded from
-    "ucf101": ("<root>/UCF-101/<Class>/v_<Class>_gXX_cYY.avi and <root>/ucfTrainTestlist/{classInd,trainlist0N,"
-               "testlist0N}.txt", "UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip from "
-               "https://www.crcv.ucf.edu/data/UCF101.php, both extracted into <root>"),
-    "hmdb51": ("<root>/<class>/<video>.avi and <root>/testTrainMulti_7030_splits/<class>_test_split{1,2,3}.txt",
-               "hmdb51_org.rar (then each per-class .rar inside it) and test_train_splits.rar from "
-               "https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/, extracted into <root>"),
-    "kinetics": ("<root>/{train,val}/<class name>/<youtube_id>_<start>_<end>.mp4, or the flat {train,val}/*.mp4 "
-                 "with the official annotation CSVs (label,youtube_id,time_start,time_end,split) in "
-                 "<root>/annotations/", "https://github.com/cvdfoundation/kinetics-dataset"),
-    "ssv2": ("<root>/20bn-something-something-v2/<id>.webm and <root>/labels/{labels,train,validation}.json",
-             "https://developer.qualcomm.com/software/ai-datasets/something-something"),
-    "folder": ("<root>/train/<class>/<video> and <root>/test/<class>/<video> (or val/; one folder per class, "
-               "named by the class; any video file or frame folder inside)", "your own videos"),
-    "list": ("list files of '<path relative to root> <label index>' lines (train_list=, test_list=) and an 'id,name' "
-             "label CSV (labels_csv=)", "the published split files, e.g. ViFi-CLIP's"),
-}
-
-
-class DatasetError(ValueError):
-    """A dataset root, list or argument that cannot work; the message is one line meant for the user."""
-
-
-def _fail(name, root, problem):
-    layout, source = LAYOUTS["kinetics" if name.startswith("kinetics") else name]
-    where = "" if name == "folder" else f"; download: {source.replace('<root>', str(root))}"
-    raise DatasetError(f"{name} at {root}: {problem}. Expected {layout.replace('<root>', str(root))}{where}")
-
-
-def _canonical(value, table):
-    key = re.sub(r"[^a-z0-9]", "", str(value).lower())  # "Few_Shot", "few-shot" and "fewshot" alike
-    if key not in table:
-        raise DatasetError(f"unknown {'dataset' if table is DATASETS else 'protocol'} {value!r}; "
-                           f"choose from {sorted(set(table.values()))}")
-    return table[key]
-
-
-def _key(name):
-    """Spelling-blind class key: folder names use underscores, CSVs spaces, downloaders drop parentheses."""
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def _lines(path):
-    with open(path, encoding="utf-8", errors="replace") as f:  # universal newlines: the UCF lists are CRLF
-        return [line.strip() for line in f if line.strip()]
-
-
-@functools.lru_cache(maxsize=1)
-def protocol_facts():
-    """protocols.json: published base classes, official Kinetics names, the K600 zero-shot splits."""
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocols.json")) as f:
-        return json.load(f)
-
 
 # ---------------------------------------------------------------- the dataset of video files
 
@@ -183,214 +124,6 @@ class VideoDataset(Dataset):
         return torch.cat([o if crops > 1 else o[None] for o in out])  # (V, T, 3, r, r), V = clips * crops
 
 
-# ---------------------------------------------------------------- official layouts
-
-
-class _Finder:
-    """Every video file and frame folder under a directory, looked up by relative path, then ignoring case
-    (UCF101's lists say HandstandPushups, its files HandStandPushups), then by bare name (flattened copies, as
-    ViFi-CLIP's lists expect). Extensions are ignored, so a frame folder can stand in for its video."""
-
-    def __init__(self, top):
-        self.top, self.exact, self.folded = top, {}, {}
-        for d, dirs, files in os.walk(top):
-            dirs.sort()
-            if any(FRAME_FILE.match(f) for f in files):
-                self._add(d, os.path.relpath(d, top))
-                dirs[:] = []
-                continue
-            for f in sorted(files):
-                if f.lower().endswith(VIDEO_EXTENSIONS):
-                    self._add(os.path.join(d, f), os.path.splitext(os.path.relpath(os.path.join(d, f), top))[0])
-
-    def _add(self, path, stem):
-        stem = stem.replace(os.sep, "/")
-        for key in (stem, os.path.basename(stem)):
-            self.exact.setdefault(key, path)
-            self.folded.setdefault(key.lower(), path)
-
-    def find(self, rel, fold_case=True):
-        """Path of a listed video, or None when it is not on disk. YouTube ids differ by case alone, so
-        Kinetics asks with fold_case=False."""
-        stem = rel.replace("\\", "/").strip("/")
-        if stem.lower().endswith(VIDEO_EXTENSIONS):
-            stem = os.path.splitext(stem)[0]
-        for table, key in ((self.exact, stem), (self.folded, stem.lower()), (self.exact, os.path.basename(stem)),
-                           (self.folded, os.path.basename(stem).lower())):
-            if key in table and (fold_case or table is self.exact):
-                return table[key]
-        return None
-
-
-@functools.lru_cache(maxsize=4)
-def _finder(top):
-    return _Finder(top)
-
-
-def _ucf101(root, split, part):
-    lists = os.path.join(root, "ucfTrainTestlist")
-    files = [os.path.join(lists, f) for f in ("classInd.txt", f"trainlist0{split}.txt", f"testlist0{split}.txt")]
-    if not all(os.path.isfile(f) for f in files):
-        _fail("ucf101", root, f"missing {lists}/classInd.txt, trainlist0{split}.txt or testlist0{split}.txt")
-    raw = [name for _, name in sorted((int(i), name) for i, name in (line.split()[:2] for line in _lines(files[0])))]
-    label = {name.lower(): i for i, name in enumerate(raw)}  # lower case: the HandstandPushups quirk
-    videos = _finder(os.path.join(root, "UCF-101") if os.path.isdir(os.path.join(root, "UCF-101")) else root)
-    items = []
-    for line in _lines(files[1 if part == "train" else 2]):
-        rel = line.split()[0]
-        if rel.split("/")[0].lower() not in label:
-            _fail("ucf101", root, f"{rel} in a split list names a class not in classInd.txt")
-        items.append((videos.find(rel), label[rel.split("/")[0].lower()]))
-    return [re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name) for name in raw], items, videos
-
-
-def _hmdb51(root, split, part):
-    splits = os.path.join(root, "testTrainMulti_7030_splits")
-    suffix = f"_test_split{split}.txt"
-    # Sorted by class name, the standard label order (ViFi-CLIP's hmdb_51_labels.csv, the authors' description
-    # files): "climb" before "climb_stairs", where sorting the file names would put "climb_stairs_test..." first.
-    files = sorted((f for f in os.listdir(splits) if f.endswith(suffix)) if os.path.isdir(splits) else [],
-                   key=lambda f: f[:-len(suffix)])
-    if not files:
-        _fail("hmdb51", root, f"no {splits}/<class>{suffix}")
-    videos, items, want = _finder(root), [], "1" if part == "train" else "2"  # 1 train, 2 test, 0 unused
-    for label, f in enumerate(files):
-        for line in _lines(os.path.join(splits, f)):
-            name, tag = line.split()[:2]
-            if tag == want:
-                items.append((videos.find(f"{f[:-len(suffix)]}/{name}"), label))
-    return [f[:-len(suffix)].replace("_", " ") for f in files], items, videos
-
-
-def _kinetics(name, root, part):
-    classes = protocol_facts()[name]["classes"]
-    label = {_key(c): i for i, c in enumerate(classes)}
-    names = ("train",) if part == "train" else ("val", "validate", "validation", "valid")
-    top = next((os.path.join(root, n) for n in names if os.path.isdir(os.path.join(root, n))), None)
-    if top is None:
-        _fail(name, root, f"no {root}/{names[0]} folder")
-    videos, items = _finder(top), []
-    tables = [os.path.join(d, f) for d in (root, os.path.join(root, "annotations")) if os.path.isdir(d)
-              for f in sorted(os.listdir(d)) if f.endswith(".csv") and any(n in f.lower() for n in names)]
-    if tables:  # the official CSV says which videos exist and their labels, so missing downloads are counted
-        with open(tables[0], newline="") as f:
-            for row in csv.DictReader(f):
-                if _key(row["label"]) not in label:
-                    _fail(name, root, f"{tables[0]} has label {row['label']!r}, not a {name} class")
-                stem = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
-                items.append((videos.find(stem, fold_case=False), label[_key(row["label"])]))
-    else:  # no CSV: the class folders say the labels
-        for stem, path in sorted(videos.exact.items()):
-            if "/" in stem:
-                folder = stem.split("/")[0]
-                if _key(folder) not in label:
-                    _fail(name, root, f"folder {folder!r} is not a {name} class")
-                items.append((path, label[_key(folder)]))
-        if not items:
-            _fail(name, root, f"no videos in class folders under {top} and no annotation CSV")
-    return list(classes), items, videos
-
-
-def _ssv2(root, part):
-    labels = os.path.join(root, "labels")
-    files = [os.path.join(labels, f) for f in ("labels.json", "train.json" if part == "train" else "validation.json")]
-    if not all(os.path.isfile(f) for f in files):
-        _fail("ssv2", root, f"missing {files[0]} or {files[1]}")
-    with open(files[0]) as f:
-        templates = sorted(json.load(f).items(), key=lambda kv: int(kv[1]))
-    classes = [t.replace("[", "").replace("]", "") for t, _ in templates]
-    label = {_key(c): i for i, c in enumerate(classes)}
-    videos, items = _finder(os.path.join(root, "20bn-something-something-v2")), []
-    with open(files[1]) as f:
-        for entry in json.load(f):
-            k = _key(entry["template"].replace("[", "").replace("]", ""))
-            if k not in label:
-                _fail("ssv2", root, f"template {entry['template']!r} of video {entry['id']} is not in labels.json")
-            items.append((videos.find(str(entry["id"]), fold_case=False), label[k]))
-    return classes, items, videos
-
-
-def _class_text(name):
-    """A folder or CSV class name as prompt text: CamelCase split into words, underscores to spaces."""
-    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).replace("_", " ")
-
-
-def _folder(root, part):
-    """Your own videos, one folder per class: <root>/train/<class>/... and <root>/test/<class>/...; the classes
-    are train/'s folders, sorted, and test/ may hold any of them (a test class with no training folder is an
-    error: the model would have no name for it)."""
-    top = os.path.join(root, "train")
-    classes = sorted(d for d in os.listdir(top) if os.path.isdir(os.path.join(top, d))) if os.path.isdir(top) else []
-    if not classes:
-        _fail("folder", root, "no class folders in train/")
-    where = os.path.join(root, part)
-    if part == "test" and not os.path.isdir(where) and os.path.isdir(os.path.join(root, "val")):
-        part, where = "val", os.path.join(root, "val")  # Kinetics-style trees call it val/
-    if not os.path.isdir(where):
-        _fail("folder", root, f"no {part}/ folder")
-    unknown = sorted(set(d for d in os.listdir(where) if os.path.isdir(os.path.join(where, d))) - set(classes))
-    if unknown:
-        _fail("folder", root, f"{part}/ has class folders that train/ lacks: {', '.join(unknown[:5])}")
-    videos, items = _finder(where), []
-    for path in videos.exact.values():
-        rel = os.path.relpath(path, where).replace(os.sep, "/")
-        if "/" in rel:  # files directly under <part>/ belong to no class
-            items.append((path, classes.index(rel.split("/")[0])))
-    items = sorted(set(items))  # the finder keys every video twice (relative path and bare name)
-    if not items:
-        _fail("folder", root, f"no videos under {part}/<class>/")
-    return [_class_text(c) for c in classes], items, videos
-
-
-def _list_classes(root, labels_csv):
-    """Class text from an 'id,name' CSV, in id order, written as above (CamelCase split, underscores to spaces)."""
-    if not labels_csv or not os.path.isfile(labels_csv):
-        _fail("list", root, f"label CSV {labels_csv!r} not found")
-    with open(labels_csv, newline="") as f:
-        rows = sorted((int(r["id"]), r["name"]) for r in csv.DictReader(f))
-    return [_class_text(n) for _, n in rows]
-
-
-def _listed(root, part, train_list=None, test_list=None, labels_csv=None, novel_list=None, novel_labels_csv=None):
-    """ViFi-CLIP-style lists: '<path relative to root> <label index>' per line, and an 'id,name' label CSV.
-    (novel_list and novel_labels_csv, base2novel's novel test set, are swapped in by build_dataset for "novel".)"""
-    path = train_list if part == "train" else test_list
-    if not path or not os.path.isfile(path):
-        _fail("list", root, f"{part} list {path!r} not found")
-    classes, videos = _list_classes(root, labels_csv), _finder(root)
-    items = [(videos.find(rel), int(lab)) for rel, lab in (line.rsplit(None, 1) for line in _lines(path))]
-    if any(not 0 <= lab < len(classes) for _, lab in items):
-        _fail("list", root, f"{path} has labels outside the {len(classes)} classes of {labels_csv}")
-    return classes, items, videos
-
-
-def _read(name, root, split, part, lists):
-    """(class names, [(path or None, label)], finder) for one part ('train' or 'test') of a dataset."""
-    if name != "list" and not os.path.isdir(root):
-        _fail(name, root, "the folder does not exist")
-    if name in ("ucf101", "hmdb51"):
-        if split not in (1, 2, 3):
-            raise DatasetError(f"{name} has official splits 1, 2 and 3, not {split!r}")
-        return (_ucf101 if name == "ucf101" else _hmdb51)(root, split, part)
-    if name.startswith("kinetics"):
-        return _kinetics(name, root, part)
-    if name == "folder":
-        return _folder(root, part)
-    return _ssv2(root, part) if name == "ssv2" else _listed(root, part, **lists)
-
-
-def class_names(name, root=None, **lists):
-    """The class-name text of a whole dataset, in label order (protocol subsets are taken from it)."""
-    name = _canonical(name, DATASETS)
-    if name == "synthetic":
-        return list(SYNTHETIC_CLASSES)
-    if name.startswith("kinetics"):
-        return list(protocol_facts()[name]["classes"])
-    if name == "list":
-        return _list_classes(root, lists.get("labels_csv"))
-    return _read(name, root, 1, "test", lists)[0]
-
-
 # ---------------------------------------------------------------- protocols
 
 
@@ -399,7 +132,7 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
                   defer_photometric=False, **lists):
     """A Dataset for one side (train=True/False) of a protocol; see the module docstring for the protocols.
 
-    split: official split 1-3 (UCF101/HMDB51 lists; the K600 zero-shot class split; 1 in published few-shot and
+    split: official split 1-3 (UCF101/HMDB51 lists; the K600 zero-shot test set; 1 in published few-shot and
     base2novel). subset: base2novel's classes, "base" (training, the default) or "novel" ("base" also tests).
     shots: videos per class drawn with `seed` for training (few-shot; base2novel defaults to 16).
     resolution, mean, std: the model's input size and pixel normalisation (train.py reads them from the model).
@@ -431,7 +164,11 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
     if name == "synthetic":
         return SyntheticMotion(shots, seed, num_frames, train, resolution, views, half, mean, std,
                                defer_photometric=defer_photometric and train)
-    classes, items, videos = _read(name, root, split, "train" if train else "test", lists)
+    if protocol == "zero-shot" and not train and name == "kinetics600":
+        import kinetics600_lists  # the published test sets, resolved wherever the download holds each video
+        classes, items, videos = kinetics600_lists.zero_shot(root, split)
+    else:
+        classes, items, videos = _read(name, root, split, "train" if train else "test", lists)
     subset = range(len(classes))
     if half is not None and name != "list":  # (a list holds its half's classes only, labelled by its own CSV)
         facts = protocol_facts().get(name, {}).get("base")
@@ -441,11 +178,6 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
         if len(base & {_key(c) for c in classes}) != len(base):
             raise DatasetError(f"{name} class list does not contain all published base classes")
         subset = [c for c in subset if (_key(classes[c]) in base) == (half == "base")]
-    elif protocol == "zero-shot" and not train and name == "kinetics600":
-        if split not in (1, 2, 3):
-            raise DatasetError(f"Kinetics-600 zero-shot has class splits 1, 2 and 3, not {split!r}")
-        wanted = {_key(c) for c in protocol_facts()["kinetics600"]["zero_shot"][split - 1]}
-        subset = [c for c in subset if _key(classes[c]) in wanted]
     relabel = {c: i for i, c in enumerate(subset)}  # labels renumbered within the evaluated classes
     classnames = [classes[c] for c in subset]
     items = [(p, relabel[label]) for p, label in items if label in relabel]
@@ -502,74 +234,9 @@ def draw_shots(items, shots, seed, classnames):
     return [(p, c) for c in range(len(classnames)) for p in rng.sample(sorted(by_class[c]), shots)]
 
 
-# ---------------------------------------------------------------- synthetic motion dataset
-
-# Classes 2k and 2k+1 are time-reversed twins: one is the other's random motion played backwards, with start
-# points drawn symmetrically, so both have the same distribution of single frames (and of unordered frame sets).
-# Only frame order separates them, which is what a temporal adapter must learn.
-SYNTHETIC_CLASSES = ("a square moving left", "a square moving right", "a square moving up", "a square moving down",
-                     "a square shrinking", "a square growing", "a square rotating anticlockwise",
-                     "a square rotating clockwise")
-# 128 training clips per class: with 16 (and so 8x fewer steps in the demo's 16 epochs) attn reached 38% and conv 14%
-# instead of 80% and 85% (README). Rendering is cheap (~2,000 clips/s); the training steps are what cost.
-SYNTHETIC_TRAIN_PER_CLASS, SYNTHETIC_TEST_PER_CLASS = 128, 16
-SYNTHETIC_RENDER = 64  # clips are drawn at most 64 x 64, then resized to the model's resolution: cheap on a CPU
 
 
-def synthetic_clip(label, generator, num_frames, resolution, train):
-    """uint8 (T, 3, r, r): a light square on a dark background, moving as class `label` says, with pixel noise."""
-    g = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
-    u = g(num_frames) if train else torch.full((num_frames,), 0.5)
-    t = (torch.arange(num_frames) + u) / num_frames - 0.5  # time of each frame in [-0.5, 0.5), one per segment
-    kind, forward = divmod(label, 2)
-    t = t if forward else -t  # even classes replay the odd class's motion backwards
-    x, y, side, angle = 0.3 + 0.4 * g(1), 0.3 + 0.4 * g(1), 0.25 + 0.1 * g(1), math.pi / 2 * g(1)  # at t = 0
-    x = x + 0.45 * t * (kind == 0)  # moving right
-    y = y + 0.45 * t * (kind == 1)  # moving down (image rows grow downwards)
-    side = side * (1 + 1.2 * t * (kind == 2))  # growing
-    angle = angle + 1.5 * t * (kind == 3)  # clockwise on screen (+angle with y pointing down); all (T,)
-    grid = (torch.arange(resolution) + 0.5) / resolution
-    py, px = grid[None, :, None] - y[:, None, None], grid[None, None, :] - x[:, None, None]  # (T, r, 1), (T, 1, r)
-    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
-    inside = torch.maximum((px * cos + py * sin).abs(), (py * cos - px * sin).abs()) <= side[:, None, None] / 2
-    # Random colours, but always a light square on a dark background (every channel: square 195-255, background
-    # 0-60). With either polarity, a token turning bright means "moving left" for one clip and "moving right" for
-    # another; the demo's random backbone did not untangle that (attn 37%, conv 15% instead of 80% and 87%, README).
-    fg, bg = 255 - 60 * g(3), 60 * g(3)
-    frames = torch.where(inside[:, None], fg[None, :, None, None], bg[None, :, None, None])  # (T, 3, r, r)
-    noise = torch.randn(frames.shape, generator=generator) * 8
-    return (frames + noise).clamp(0, 255).to(torch.uint8)
-
-
-class SyntheticMotion(Dataset):
-    """In-memory clips of a moving square (SYNTHETIC_CLASSES), deterministic per (seed, train, index).
-
-    Training holds `shots` clips per class (default SYNTHETIC_TRAIN_PER_CLASS), testing SYNTHETIC_TEST_PER_CLASS;
-    base2novel keeps the odd (base) or even (novel) classes. Items are normalised like the real test transform;
-    no flips, which would swap left and right. A multi-view test repeats the clip V times."""
-
-    def __init__(self, shots=None, seed=0, num_frames=8, train=True, resolution=224, views=(1, 1), half=None,
-                 mean=CLIP_MEAN, std=CLIP_STD, defer_photometric=False):
-        self.ids = [c for c in range(len(SYNTHETIC_CLASSES)) if half is None or (c % 2 == 1) == (half == "base")]
-        self.classnames = [SYNTHETIC_CLASSES[c] for c in self.ids]
-        self.per_class = (shots or SYNTHETIC_TRAIN_PER_CLASS) if train else SYNTHETIC_TEST_PER_CLASS
-        self.seed, self.num_frames, self.train, self.resolution = seed, num_frames, train, resolution
-        self.views, self.skipped, self.name = 1 if train else views[0] * views[1], 0, "synthetic"
-        self.normalise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-        self.defer = defer_photometric  # then items are (uint8 clip, parameters of no jitter and no grayscale)
-
-    def __len__(self):
-        return self.per_class * len(self.ids)
-
-    def __getitem__(self, index):
-        label = index % len(self.ids)
-        # hash of a tuple of ints is stable across runs; torch keeps only the low 32 bits of a seed.
-        generator = torch.Generator().manual_seed(hash((self.seed, self.train, index)) % 2**32)
-        size = min(self.resolution, SYNTHETIC_RENDER)
-        clip = synthetic_clip(self.ids[label], generator, self.num_frames, size, self.train)  # (T, 3, size, size)
-        if size != self.resolution:
-            clip = v2.functional.resize(clip, [self.resolution, self.resolution])
-        if self.defer:  # video.photometric with these parameters is exactly self.normalise
-            return (clip, no_photometric()), label
-        video = self.normalise(clip)  # (T, 3, r, r)
-        return (video if self.views == 1 else video.expand(self.views, *video.shape)), label
+if __name__ == "__main__":  # python data.py verify ...: see verify.py
+    import sys
+    import verify
+    sys.exit(verify.main(sys.argv[1:]))

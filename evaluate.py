@@ -218,6 +218,9 @@ def parse_args(argv=None):
                    "checkpoint's; ucf101 for --zero-shot-clip)")
     p.add_argument("--data-root", default=None, help="its root (default: the checkpoint's for the same dataset, "
                    "else data/<dataset>)")
+    p.add_argument("--test-list", default=None, help="test on a published list file instead ('<path> <label>' "
+                   "lines, ViFi-CLIP's format, e.g. ZS_split1_K600_eval.txt; paths found anywhere under --data-root)")
+    p.add_argument("--labels-csv", default=None, help="the 'id,name' class list --test-list's labels index")
     p.add_argument("--protocol", default=None, choices=runs.PROTOCOL_NAMES, help="default: the checkpoint's (full "
                    "for --zero-shot-clip); zero-shot tests ucf101 / hmdb51 / k600 on their 3 splits")
     p.add_argument("--precision", default=None, choices=("bf16", "fp16", "fp32"),
@@ -271,6 +274,11 @@ def run_args(a, ckpt_args, device):
         args.data_root = os.path.join("data", args.dataset)  # another dataset than trained on: its default
     if args.dataset != trained_on:  # another dataset's list files are not this one's
         args.train_list = args.test_list = args.labels_csv = args.novel_list = args.novel_labels_csv = None
+    if a.test_list:  # one published list file, e.g. ViFi-CLIP's original ZS_split{1,2,3}_K600_eval.txt
+        if not a.labels_csv:
+            raise runs.UsageError("--test-list needs --labels-csv, the 'id,name' classes its labels index")
+        args.train_list = args.novel_list = args.novel_labels_csv = None
+        args.test_list, args.labels_csv = a.test_list, a.labels_csv
     if args.protocol == "zero-shot" and args.dataset not in ZERO_SHOT_TARGETS + ("k400", "synthetic"):
         raise runs.UsageError(f"--protocol zero-shot tests on {', '.join(ZERO_SHOT_TARGETS)} (or k400 itself), not "
                          f"{args.dataset}")

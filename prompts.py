@@ -69,10 +69,11 @@ def load_descriptions(dataset, classnames, num=2, folder="descriptions", all_cla
     published pairs {N}_s_description_{tag}.json / {N}_t_description_{tag}.json, tag their name for the dataset
     (AUTHORS_TAGS: ucf_101, hmdb, k400, k600, ssv2; our dataset name is accepted too), the smallest N >= num.
     Their files are keyed by class index "0".."C-1": in the full file, of the dataset's full class list in the
-    standard order, `all_classnames` (default: classnames); in the _base / _novel files (subset="base" or
-    "novel"), of the published base or novel label list (ViFi-CLIP's *_base_labels.csv / *_novel_labels.csv),
-    which must then be `classnames` itself, as when those CSVs are the labels. Without a _base / _novel file the
-    full one serves a subset, given all_classnames (the sentences are the same: checked on the published files)."""
+    published order (ViFi-CLIP's labels CSV, data.class_names), `all_classnames` (default: classnames); in the
+    _base / _novel files (subset="base" or "novel"), of the published base or novel label list (ViFi-CLIP's
+    *_base_labels.csv / *_novel_labels.csv), which must then be `classnames` itself, as when those CSVs are the
+    labels. Without a _base / _novel file the full one serves a subset, given all_classnames (the sentences are
+    the same: checked on the published files)."""
     ours = os.path.join(folder, f"{dataset}.json")
     if os.path.isfile(ours):
         with open(ours, encoding="utf-8") as f:

@@ -231,7 +231,8 @@ def write_results(folder, results, log=None):
 def result_record(args, results, extra=None):
     """The flat fields every results.json carries, plus the rows and summary."""
     record = dict(dataset=args.dataset, protocol=args.protocol, shots=args.shots, split=args.split,
-                  seed=args.seed, epochs=args.epochs, views=results["views"], **results["summary"])
+                  seed=args.seed, epochs=args.epochs, recipe=getattr(args, "recipe", None), views=results["views"],
+                  **results["summary"])
     record.update(rows=results["rows"], summary=results["summary"], **(extra or {}))
     return record
 
@@ -259,7 +260,7 @@ def build_model(args, device):
 def backbone_tag(name):
     """A CLIP name or checkpoint path as a folder-name part: "ViT-B/16" -> "ViT-B-16", "/x/clip_small.pt" ->
     "clip_small"."""
-    if name not in clip.available_models() and not name.startswith("random-"):
+    if name not in clip.available_models() and not name.startswith(("random-", "ViCLIP-")):
         name = os.path.splitext(os.path.basename(name))[0]  # a checkpoint file: its name
     return name.replace("/", "-").replace("@", "-")
 

@@ -9,6 +9,7 @@ import os
 
 import torch
 
+import recipe
 import runs
 from runs import UsageError
 
@@ -28,6 +29,8 @@ def resolve(args, PROTOCOLS):
         args.protocol = "few-shot" if args.shots is not None else "full"
     if args.protocol == "few-shot" and args.shots is None:
         raise UsageError("--protocol few-shot needs --shots K (the paper uses 2, 4, 8 and 16)")
+    if getattr(args, "recipe", None):
+        recipe.apply(args)  # before the lists and per-protocol defaults are read: they may come from it
     listed = bool(args.train_list or args.test_list)
     if (getattr(args, "novel_list", None) or getattr(args, "novel_labels_csv", None)) and not (
             listed and args.protocol == "base2novel"):
@@ -85,6 +88,8 @@ def resolve(args, PROTOCOLS):
         args.precision = "bf16" if torch.cuda.is_available() else "fp32"
     if args.output is None:
         args.output = os.path.join("runs", run_name(args))
+    if getattr(args, "recipe", None) and not args.print_config:
+        recipe.check_files(args)
     return args
 
 
@@ -101,6 +106,8 @@ def run_name(args):
               f"b{args.blocks[0]}-{args.blocks[1]}", f"split{args.split}", f"seed{args.seed}"]
     parts += [f"{short}{getattr(args, key):g}" if isinstance(getattr(args, key), float) else
               f"{short}{getattr(args, key)}" for key, short in NAME_EXTRAS if key in args.explicit]
+    if getattr(args, "recipe", None):
+        parts.append(f"recipe-{args.recipe}")
     return "-".join(parts)
 
 
