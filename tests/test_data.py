@@ -5,6 +5,7 @@ import csv
 import logging
 import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -499,7 +500,7 @@ def test_synthetic_twin_is_the_clip_played_backwards():
 def test_protocols_json_equals_published_class_sets():
     labels = REFERENCE / "vifi-clip-labels"
     read = lambda f: [r["name"] for r in csv.DictReader(open(labels / f))]  # noqa: E731
-    text = lambda names: sorted(data.re.sub(r"(?<=[a-z])(?=[A-Z])", " ", n) for n in names)  # noqa: E731
+    text = lambda names: sorted(re.sub(r"(?<=[a-z])(?=[A-Z])", " ", n) for n in names)  # noqa: E731
     facts = data.protocol_facts()
     for name, prefix in (("ucf101", "ucf_101"), ("hmdb51", "hmdb_51"), ("kinetics400", "kinetics_400"),
                          ("ssv2", "ssv2_174")):
@@ -558,7 +559,7 @@ def test_base_and_novel_test_sets_equal_published(tmp_path, clip, dataset):
         ds = data.build_dataset(name, root, "base2novel", 1, subset=half, train=False, resolution=RES)
         names = [r["name"] for r in csv.DictReader(open(REFERENCE / "vifi-clip-labels" /
                                                         f"{dataset}_{half}_labels.csv"))]
-        text = [data.re.sub(r"(?<=[a-z])(?=[A-Z])", " ", n) for n in names]
+        text = [re.sub(r"(?<=[a-z])(?=[A-Z])", " ", n) for n in names]
         published = sorted((n, text[int(lab)]) for n, lab in (line.split() for line in open(split_dir /
                                                                                            f"{half}_val.txt")))
         ours = sorted((os.path.basename(p), ds.classnames[label]) for p, label in ds.items)
