@@ -2,7 +2,7 @@
 
 One-line user errors (UsageError, CheckpointError) and the argument parser that prints them; the run folder (what
 it holds, never written over by accident); the log; the thread rule; autocast; reading and atomically writing
-checkpoints; results.json / results.md; and loading the backbone plus MSTA's adapters (Sec. 3 of "Efficient
+checkpoints; results.json / results.md; a training run's progress meter (Meter: numbers over all processes, the ETA); and loading the backbone plus MSTA's adapters (Sec. 3 of "Efficient
 Transfer Learning for Video-language Foundation Models", CVPR 2025, lives in adapters.py; this only builds it).
 """
 import argparse
@@ -12,6 +12,7 @@ import sys
 import time
 
 import torch
+import torch.distributed as dist
 
 import adapters
 import clip
@@ -274,3 +275,56 @@ def lists(args):
     """The list-file arguments for the "list" reader (none for the official layouts)."""
     keys = ("train_list", "test_list", "labels_csv", "novel_list", "novel_labels_csv")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None)} if reader(args) == "list" else {}
+
+
+# ---- a training run's progress: the numbers over all processes, the progress line and its ETA
+ETA_AFTER = 3  # steps of warm-up the ETA leaves out
+
+
+class Meter:
+    """The epoch's loss, accuracy and speed over all processes, and the progress line with its ETA."""
+
+    def __init__(self, args, steps_per_epoch, start_epoch, device, distributed, log):
+        self.args, self.device, self.distributed, self.log = args, device, distributed, log
+        self.total_steps, self.t_start = args.epochs * steps_per_epoch, time.time()
+        # The ETA is timed from the ETA_AFTER-th step of this process on: the first steps include start-up (loader
+        # workers, allocator, first-touch of the weights) and made a 2-minute run's first ETA 7:32.
+        self.eta_after = start_epoch * steps_per_epoch + min(ETA_AFTER, self.total_steps - 1)
+        self.eta_from = None  # (time, step) where the ETA's clock starts
+
+    def start(self, epoch):
+        """A new epoch: its sums start from zero."""
+        self.epoch, self.seen, self.loss_sum, self.correct, self.t_epoch = epoch, 0, 0.0, 0, time.time()
+
+    def update(self, step, loss, logits, labels, lr):
+        """Add one step's batch (summed over processes) and rewrite the progress line."""
+        # Log the global numbers: the mean over processes equals the one-process value.
+        stats = torch.tensor([loss.item() * len(labels), (logits.argmax(-1) == labels).sum().item(), len(labels)],
+                             dtype=torch.float64, device=self.device)
+        if self.distributed:
+            dist.all_reduce(stats)
+        self.loss_sum, self.correct = self.loss_sum + stats[0].item(), self.correct + stats[1].item()
+        self.seen += stats[2].item()
+        if self.eta_from is None and step >= self.eta_after:
+            self.eta_from = (time.time(), step)
+        eta = "--:--" if self.eta_from is None or step == self.eta_from[1] else hms(
+            (time.time() - self.eta_from[0]) / (step - self.eta_from[1]) * (self.total_steps - step))
+        self.log.progress(f"epoch {self.epoch + 1}/{self.args.epochs} step {step}/{self.total_steps} loss "
+                          f"{self.loss_sum / self.seen:.4f} lr {lr:.2e} "
+                          f"{self.seen / (time.time() - self.t_epoch):.1f} clips/s ETA {eta}")
+        return stats[0].item() / stats[2].item()  # this step's loss over the global batch (for --tensorboard)
+
+    def row(self, lr):
+        """The epoch's row of history.csv (test numbers are added to it by the caller)."""
+        seen = max(1, self.seen)
+        return dict(epoch=self.epoch + 1, loss=self.loss_sum / seen, train_top1=100 * self.correct / seen, lr=lr,
+                    clips_per_s=self.seen / (time.time() - self.t_epoch))
+
+
+def epoch_line(row, epochs):
+    """One line per epoch; test numbers are labelled as such (single view, the quick check during training)."""
+    line = (f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}, train top-1 {row['train_top1']:.1f}%, "
+            f"{row['clips_per_s']:.1f} clips/s")
+    names = {"test_top1": "top-1", "test_top5": "top-5", "test_hm": "harmonic mean"}
+    tests = [f"{names.get(k, k[5:])} {v:.1f}%" for k, v in row.items() if k.startswith("test_")]
+    return line + (f"; test {', '.join(tests)} (single view)" if tests else "")

@@ -120,3 +120,20 @@ def parse_blocks(text):
     except ValueError:
         raise UsageError(f"--blocks {text}: expected FIRST-LAST, e.g. 8-12") from None
     return (parts[0], parts[-1])
+
+
+def help_per_protocol(PROTOCOLS, key):
+    """--help text for a PROTOCOLS column, e.g. "default: 128 for few-shot, 256 otherwise; 8 for --dataset
+    synthetic": the real defaults instead of argparse's "(default: None)"."""
+    groups = {}
+    for name in runs.PROTOCOL_NAMES:
+        groups.setdefault(PROTOCOLS[name][key], []).append(name)
+    parts = sorted(groups.items(), key=lambda kv: len(kv[1]))  # the largest group last, as "otherwise"
+    text = ", ".join(f"{v} for {' and '.join(names)}" for v, names in parts[:-1])
+    text = f"{text}, {parts[-1][0]} otherwise" if text else f"{parts[-1][0]}"
+    return f"default: {text}; {PROTOCOLS['synthetic'][key]} for --dataset synthetic"
+
+
+def help_synthetic(PROTOCOLS, key):
+    """--help text: the synthetic demo's value of a PROTOCOLS column."""
+    return f"{PROTOCOLS['synthetic'][key]} for --dataset synthetic"

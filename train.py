@@ -19,6 +19,7 @@ Shape legend: B videos, T frames, C classes, K descriptions per class, L text le
 """
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -36,6 +37,7 @@ import curves
 import data
 import evaluate
 import losses
+import memory
 import prompts
 import report
 import recipe
@@ -66,11 +68,6 @@ PROTOCOLS = {
 DATASETS = runs.DATASETS  # the five published datasets, the offline demo, and a folder of your own videos
 UsageError = runs.UsageError  # a problem the user can fix from the command line: one line, exit status 2
 _INTERRUPTED = "interrupted before anything was written"  # what Ctrl-C says; main() updates it as the run goes
-ETA_AFTER = 3  # steps of warm-up the ETA leaves out
-
-
-class OutOfMemory(UsageError):
-    """CUDA ran out of memory in a step: one line naming the options that use less, exit status 2."""
 
 
 # ------------------------------------------------------------------------------------------------- the step
@@ -155,55 +152,6 @@ def lr_at(step, args, steps_per_epoch):
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * step / total))
 
 
-class Meter:
-    """The epoch's loss, accuracy and speed over all processes, and the progress line with its ETA."""
-
-    def __init__(self, args, steps_per_epoch, start_epoch, device, distributed, log):
-        self.args, self.device, self.distributed, self.log = args, device, distributed, log
-        self.total_steps, self.t_start = args.epochs * steps_per_epoch, time.time()
-        # The ETA is timed from the ETA_AFTER-th step of this process on: the first steps include start-up (loader
-        # workers, allocator, first-touch of the weights) and made a 2-minute run's first ETA 7:32.
-        self.eta_after = start_epoch * steps_per_epoch + min(ETA_AFTER, self.total_steps - 1)
-        self.eta_from = None  # (time, step) where the ETA's clock starts
-
-    def start(self, epoch):
-        """A new epoch: its sums start from zero."""
-        self.epoch, self.seen, self.loss_sum, self.correct, self.t_epoch = epoch, 0, 0.0, 0, time.time()
-
-    def update(self, step, loss, logits, labels, lr):
-        """Add one step's batch (summed over processes) and rewrite the progress line."""
-        # Log the global numbers: the mean over processes equals the one-process value.
-        stats = torch.tensor([loss.item() * len(labels), (logits.argmax(-1) == labels).sum().item(), len(labels)],
-                             dtype=torch.float64, device=self.device)
-        if self.distributed:
-            dist.all_reduce(stats)
-        self.loss_sum, self.correct = self.loss_sum + stats[0].item(), self.correct + stats[1].item()
-        self.seen += stats[2].item()
-        if self.eta_from is None and step >= self.eta_after:
-            self.eta_from = (time.time(), step)
-        eta = "--:--" if self.eta_from is None or step == self.eta_from[1] else runs.hms(
-            (time.time() - self.eta_from[0]) / (step - self.eta_from[1]) * (self.total_steps - step))
-        self.log.progress(f"epoch {self.epoch + 1}/{self.args.epochs} step {step}/{self.total_steps} loss "
-                          f"{self.loss_sum / self.seen:.4f} lr {lr:.2e} "
-                          f"{self.seen / (time.time() - self.t_epoch):.1f} clips/s ETA {eta}")
-        return stats[0].item() / stats[2].item()  # this step's loss over the global batch (for --tensorboard)
-
-    def row(self, lr):
-        """The epoch's row of history.csv (test numbers are added to it by the caller)."""
-        seen = max(1, self.seen)
-        return dict(epoch=self.epoch + 1, loss=self.loss_sum / seen, train_top1=100 * self.correct / seen, lr=lr,
-                    clips_per_s=self.seen / (time.time() - self.t_epoch))
-
-
-def epoch_line(row, epochs):
-    """One line per epoch; test numbers are labelled as such (single view, the quick check during training)."""
-    line = (f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}, train top-1 {row['train_top1']:.1f}%, "
-            f"{row['clips_per_s']:.1f} clips/s")
-    names = {"test_top1": "top-1", "test_top5": "top-5", "test_hm": "harmonic mean"}
-    tests = [f"{names.get(k, k[5:])} {v:.1f}%" for k, v in row.items() if k.startswith("test_")]
-    return line + (f"; test {', '.join(tests)} (single view)" if tests else "")
-
-
 # ------------------------------------------------------------------------------------------- around the loop
 def setup_processes(args):
     """(distributed, rank, world, device): torchrun's process group, or one process; its GPU, else the CPU."""
@@ -219,79 +167,6 @@ def setup_processes(args):
     else:
         device = torch.device("cpu")
     return distributed, rank, world, device
-
-
-def choose_micro_batch(value, local, device, fits):
-    """--micro-batch as a number of videos per process: `value` itself (at most the local batch), or for "auto"
-    the largest of local, local/2, local/4, ... 1 for which fits(m) holds on a GPU (a trial forward and
-    backward); on the CPU the whole local batch (memory is the machine's, and one pass is fastest)."""
-    if value != "auto":
-        return min(int(value), local)
-    if device.type != "cuda":
-        return local
-    m = local
-    while m > 1 and not fits(m):
-        m = (m + 1) // 2
-    return m
-
-
-def trial_fits(step_fn, msta, optimizer, shape, tokens, autocast, device, margin=0.9):
-    """fits(m) for choose_micro_batch: a forward and backward of m zero videos of shape (T, 3, H, W) with the
-    class features, then whether its peak memory plus AdamW's state (two fp32 copies of the adapters, made by
-    the first step) stays under `margin` of the GPU. Leaves no gradient and touches no adapter."""
-    state = 0 if optimizer.state else 2 * sum(p.numel() * 4 for p in msta.parameters() if p.requires_grad)
-
-    def fits(m):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        try:
-            with autocast:
-                text = msta.encode_text(tokens)
-                logits = step_fn(torch.zeros(m, *shape, device=device), text)
-            logits.float().sum().backward()
-            ok = torch.cuda.max_memory_allocated(device) + state < margin * torch.cuda.mem_get_info(device)[1]
-        except torch.cuda.OutOfMemoryError:
-            ok = False
-        optimizer.zero_grad(set_to_none=True)
-        torch.cuda.empty_cache()
-        return ok
-    return fits
-
-
-def micro_batch(args, model, optimizer, tokens, autocast, device, distributed, world, log):
-    """The micro-batch size, found once before the first step; logged when it splits the batch."""
-    local = args.batch_size // world
-    # The trials run on this process alone (no DDP: no collective); then every process takes the smallest found.
-    resolution = model.clip.visual.input_resolution
-    micro = choose_micro_batch(args.micro_batch or local, local, device, trial_fits(
-        TrainStep(model), model, optimizer, (args.frames, 3, resolution, resolution), tokens, autocast, device))
-    if distributed and args.micro_batch == "auto":
-        found = torch.tensor([micro], device=device)
-        dist.all_reduce(found, op=dist.ReduceOp.MIN)
-        micro = int(found)
-    if micro < local:
-        log(f"micro-batches: {micro} video(s) per pass, {-(-local // micro)} passes per optimiser step of "
-            f"{local} video(s) per process (the gradients add up to the whole batch's)")
-    return micro
-
-
-def out_of_memory_advice(args, micro, local, precision, checkpointing):
-    """The one line train.py ends with when CUDA runs out of memory: the settings that ran out, and the options
-    that use less memory for the same result (all of them keep the global batch)."""
-    options = []
-    if micro > 1:
-        options.append(f"--micro-batch {micro // 2} (or auto: the largest that fits)")
-    if not checkpointing:
-        options.append("--grad-checkpointing")
-    if precision == "fp32":
-        options.append("--precision bf16")
-    ran = (f"micro-batches of {micro} of {local} videos per process, {precision}, "
-           f"{'with' if checkpointing else 'no'} activation checkpointing")
-    if not options:
-        return (f"CUDA ran out of memory in the training step ({ran}): no option left that keeps the result; a GPU "
-                "with more memory, or a smaller --rank or --blocks (which change the method), would fit")
-    return (f"CUDA ran out of memory in the training step ({ran}); options that use less memory for the same "
-            f"result: {', '.join(options)} (docs/performance.md, memory table)")
 
 
 def fit_batch_size(args, videos, world, log):
@@ -405,10 +280,11 @@ def main(argv=None):
         log(f"resumed from {ckpt_path} at epoch {start_epoch}")
         _INTERRUPTED = resume_hint(args, argv, start_epoch)
     board = report.Board(args.output, step) if args.tensorboard and rank == 0 else None
-    micro = micro_batch(args, model, optimizer, tokens, autocast, device, distributed, world, log)
+    micro = memory.micro_batch(args, TrainStep(model), model, optimizer, tokens, autocast, device, distributed,
+                                world, log)
 
     # ---- the loop ---------------------------------------------------------------------------------------------
-    meter = Meter(args, len(sampler), start_epoch, device, distributed, log)
+    meter = runs.Meter(args, len(sampler), start_epoch, device, distributed, log)
     for epoch in range(start_epoch, args.epochs):
         model.train()
         sampler.epoch = epoch
@@ -423,9 +299,9 @@ def main(argv=None):
                 loss, logits = train_step(step_fn, optimizer, scaler, autocast, lr, videos, labels, tokens,
                                           targets, args.alpha, micro)
             except torch.cuda.OutOfMemoryError:  # one line, and the run folder as the last epoch left it
-                message = out_of_memory_advice(args, micro, len(labels), args.precision, args.grad_checkpointing)
+                message = memory.out_of_memory_advice(args, micro, len(labels), args.precision, args.grad_checkpointing)
                 log(f"stopped: {message}. {_INTERRUPTED}", screen=False)
-                raise OutOfMemory(f"{message}. {_INTERRUPTED}") from None
+                raise memory.OutOfMemory(f"{message}. {_INTERRUPTED}") from None
             step += 1
             step_loss = meter.update(step, loss, logits, labels, lr)
             if board:
@@ -438,7 +314,7 @@ def main(argv=None):
             quick = evaluate.run_protocol(model, args, device, views=(1, 1), log=log, final=False)
             row.update({f"test_{k}": v for k, v in quick["summary"].items() if k not in ("runs", "top1_std")})
         history.append(row)
-        log(epoch_line(row, args.epochs))
+        log(runs.epoch_line(row, args.epochs))
         if board:
             board.epoch(step, row)
         if rank == 0:
@@ -462,24 +338,9 @@ def main(argv=None):
 
 # ------------------------------------------------------------------------------------- the command line
 # The defaults are the paper's settings (Sec. 4.1); PROTOCOLS fills the per-protocol ones.
-def per_protocol(key):
-    """--help text for a PROTOCOLS column, e.g. "default: 128 for few-shot, 256 otherwise; 8 for --dataset
-    synthetic": the real defaults instead of argparse's "(default: None)"."""
-    groups = {}
-    for name in runs.PROTOCOL_NAMES:
-        groups.setdefault(PROTOCOLS[name][key], []).append(name)
-    parts = sorted(groups.items(), key=lambda kv: len(kv[1]))  # the largest group last, as "otherwise"
-    text = ", ".join(f"{v} for {' and '.join(names)}" for v, names in parts[:-1])
-    text = f"{text}, {parts[-1][0]} otherwise" if text else f"{parts[-1][0]}"
-    return f"default: {text}; {PROTOCOLS['synthetic'][key]} for --dataset synthetic"
-
-
-def synthetic(key):
-    """--help text: the synthetic demo's value of a PROTOCOLS column."""
-    return f"{PROTOCOLS['synthetic'][key]} for --dataset synthetic"
-
-
 def parse_args(argv=None):
+    per_protocol = functools.partial(settings.help_per_protocol, PROTOCOLS)  # --help texts: the real defaults
+    synthetic = functools.partial(settings.help_synthetic, PROTOCOLS)
     p = runs.Parser(description=__doc__.split("\n")[0], formatter_class=runs.HelpFormatter, epilog="A run folder "
                         "(--output; default runs/<dataset>-<protocol>-<shots>-<backbone>-<temporal>-r<rank>-"
                         "b<blocks>-split<N>-seed<N>, plus any other setting you typed) receives log.txt, "

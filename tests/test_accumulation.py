@@ -15,6 +15,7 @@ import torch
 import adapters
 import clip
 import losses
+import memory
 import train
 import viclip
 
@@ -168,11 +169,11 @@ def test_auto_micro_batch_halves_until_it_fits():
     def fits(m):
         tried.append(m)
         return m <= 5
-    assert train.choose_micro_batch("auto", 32, torch.device("cuda"), fits) == 4
+    assert memory.choose_micro_batch("auto", 32, torch.device("cuda"), fits) == 4
     assert tried == [32, 16, 8, 4]
-    assert train.choose_micro_batch("auto", 32, torch.device("cpu"), fits) == 32  # the CPU: one pass
-    assert train.choose_micro_batch("6", 4, torch.device("cpu"), fits) == 4  # never more than the batch
-    assert train.choose_micro_batch("auto", 3, torch.device("cuda"), lambda m: False) == 1
+    assert memory.choose_micro_batch("auto", 32, torch.device("cpu"), fits) == 32  # the CPU: one pass
+    assert memory.choose_micro_batch("6", 4, torch.device("cpu"), fits) == 4  # never more than the batch
+    assert memory.choose_micro_batch("auto", 3, torch.device("cuda"), lambda m: False) == 1
 
 
 # ---------------------------------------------------------------------------------------------- through train.py

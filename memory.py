@@ -1,0 +1,89 @@
+"""Fitting a training step into GPU memory: the micro-batch size, and the line train.py stops with when CUDA runs out.
+
+train.py splits each optimiser step of --batch-size videos into micro-batches (train.accumulate_step: the same
+gradients as one pass). --micro-batch auto picks the largest that fits, once, before the first step, by a trial
+forward and backward; when a step still runs out of memory, out_of_memory_advice names the options that use less
+for the same result. The measured memory per clip, and which options fit which GPU: docs/performance.md.
+"""
+import torch
+import torch.distributed as dist
+
+import runs
+
+
+class OutOfMemory(runs.UsageError):
+    """CUDA ran out of memory in a step: one line naming the options that use less, exit status 2."""
+
+
+def choose_micro_batch(value, local, device, fits):
+    """--micro-batch as a number of videos per process: `value` itself (at most the local batch), or for "auto"
+    the largest of local, local/2, local/4, ... 1 for which fits(m) holds on a GPU (a trial forward and
+    backward); on the CPU the whole local batch (memory is the machine's, and one pass is fastest)."""
+    if value != "auto":
+        return min(int(value), local)
+    if device.type != "cuda":
+        return local
+    m = local
+    while m > 1 and not fits(m):
+        m = (m + 1) // 2
+    return m
+
+
+def trial_fits(step_fn, msta, optimizer, shape, tokens, autocast, device, margin=0.9):
+    """fits(m) for choose_micro_batch: a forward and backward of m zero videos of shape (T, 3, H, W) with the
+    class features, then whether its peak memory plus AdamW's state (two fp32 copies of the adapters, made by
+    the first step) stays under `margin` of the GPU. Leaves no gradient and touches no adapter."""
+    state = 0 if optimizer.state else 2 * sum(p.numel() * 4 for p in msta.parameters() if p.requires_grad)
+
+    def fits(m):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            with autocast:
+                text = msta.encode_text(tokens)
+                logits = step_fn(torch.zeros(m, *shape, device=device), text)
+            logits.float().sum().backward()
+            ok = torch.cuda.max_memory_allocated(device) + state < margin * torch.cuda.mem_get_info(device)[1]
+        except torch.cuda.OutOfMemoryError:
+            ok = False
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        return ok
+    return fits
+
+
+def micro_batch(args, step_fn, model, optimizer, tokens, autocast, device, distributed, world, log):
+    """The micro-batch size, found once before the first step; logged when it splits the batch. step_fn: the
+    step's module without DDP (train.TrainStep), called as step_fn(videos, text_features)."""
+    local = args.batch_size // world
+    # The trials run on this process alone (no DDP: no collective); then every process takes the smallest found.
+    resolution = model.clip.visual.input_resolution
+    micro = choose_micro_batch(args.micro_batch or local, local, device, trial_fits(
+        step_fn, model, optimizer, (args.frames, 3, resolution, resolution), tokens, autocast, device))
+    if distributed and args.micro_batch == "auto":
+        found = torch.tensor([micro], device=device)
+        dist.all_reduce(found, op=dist.ReduceOp.MIN)
+        micro = int(found)
+    if micro < local:
+        log(f"micro-batches: {micro} video(s) per pass, {-(-local // micro)} passes per optimiser step of "
+            f"{local} video(s) per process (the gradients add up to the whole batch's)")
+    return micro
+
+
+def out_of_memory_advice(args, micro, local, precision, checkpointing):
+    """The one line train.py ends with when CUDA runs out of memory: the settings that ran out, and the options
+    that use less memory for the same result (all of them keep the global batch)."""
+    options = []
+    if micro > 1:
+        options.append(f"--micro-batch {micro // 2} (or auto: the largest that fits)")
+    if not checkpointing:
+        options.append("--grad-checkpointing")
+    if precision == "fp32":
+        options.append("--precision bf16")
+    ran = (f"micro-batches of {micro} of {local} videos per process, {precision}, "
+           f"{'with' if checkpointing else 'no'} activation checkpointing")
+    if not options:
+        return (f"CUDA ran out of memory in the training step ({ran}): no option left that keeps the result; a GPU "
+                "with more memory, or a smaller --rank or --blocks (which change the method), would fit")
+    return (f"CUDA ran out of memory in the training step ({ran}); options that use less memory for the same "
+            f"result: {', '.join(options)} (docs/performance.md, memory table)")
