@@ -1,9 +1,10 @@
 """The scripts' shared toolbox: what train.py, evaluate.py and prepare.py all need and none of them is about.
 
 One-line user errors (UsageError, CheckpointError) and the argument parser that prints them; the run folder (what
-it holds, never written over by accident); the log; the thread rule; autocast; reading and atomically writing
-checkpoints; results.json / results.md; a training run's progress meter (Meter: numbers over all processes, the ETA); and loading the backbone plus MSTA's adapters (Sec. 3 of "Efficient
-Transfer Learning for Video-language Foundation Models", CVPR 2025, lives in adapters.py; this only builds it).
+it holds, never written over by accident); the log, and a training run's progress (Meter: the numbers over all
+processes, the ETA); the thread rule; autocast; reading and atomically writing checkpoints; results.json /
+results.md; and loading the backbone plus MSTA's adapters (Sec. 3 of "Efficient Transfer Learning for
+Video-language Foundation Models", CVPR 2025, lives in adapters.py; this only builds it).
 """
 import argparse
 import json
