@@ -62,3 +62,15 @@ def test_doc_example_runs_as_written(library, tmp_path):
     promised = re.findall(r"^print\(.*\)  # (.*)$", code, re.M)
     assert promised and out.stdout.splitlines() == promised
     assert os.path.getsize(tmp_path / "adapters.pt") > 6_900_000  # 1,744,000 fp32 adapter tensors and their keys
+
+
+def test_readme_example_runs_as_written(tmp_path):
+    """The README's open_clip example (section "Use the adapters in your own project"), as written."""
+    pytest.importorskip("open_clip")
+    with open(os.path.join(ROOT, "README.md")) as f:
+        blocks = [b for b in re.findall(r"```python\n(.*?)```", f.read(), re.S) if "openclip_backbone" in b]
+    assert len(blocks) == 1
+    out = run_alone(tmp_path, "openclip_backbone.py", blocks[0])
+    assert out.returncode == 0, out.stdout + out.stderr
+    promised = re.findall(r"^print\(.*\)  # (.*)$", blocks[0], re.M)
+    assert promised and out.stdout.splitlines() == promised

@@ -58,21 +58,42 @@ def test_method_table_names_the_code_by_file_and_symbol():
         assert symbol in defined(filename), f"README names {filename} {symbol}, which {filename} does not define"
 
 
+def manual():
+    """The README and every page of docs/, as one text."""
+    docs = os.path.join(ROOT, "docs")
+    pages = [os.path.join(docs, f) for f in sorted(os.listdir(docs)) if f.endswith(".md")]
+    return "\n".join([readme()] + [open(p, encoding="utf-8").read() for p in pages])
+
+
 def test_no_line_number_references():
-    """Line numbers drift with every edit above them: the README names symbols instead."""
-    assert not re.findall(r"`\w+\.py:\d+`", readme())
+    """Line numbers drift with every edit above them: the README and docs/ name symbols instead."""
+    assert not re.findall(r"`\w+\.py:\d+`", manual())
+
+
+def test_links_between_pages_resolve():
+    """Every relative link of the README and docs/*.md points at a file of the project."""
+    docs = sorted(f for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md"))
+    pages = ["README.md"] + [os.path.join("docs", f) for f in docs]
+    for page in pages:
+        text = open(os.path.join(ROOT, page), encoding="utf-8").read()
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" in target:
+                continue
+            path = os.path.normpath(os.path.join(ROOT, os.path.dirname(page), target))
+            assert os.path.exists(path), f"{page} links {target}, which does not exist"
 
 
 def test_module_dot_symbol_references_exist():
-    """Every `module.symbol` in the README whose module is a file of this project names something it defines."""
+    """Every `module.symbol` in the README and docs/ whose module is a file of this project names something it
+    defines."""
     modules = {f[:-3] for f in os.listdir(ROOT) if f.endswith(".py")}
-    refs = re.findall(r"`(\w+)\.([A-Za-z_]\w*)(?:\.(\w+))?[(`]", readme())
+    refs = re.findall(r"`(\w+)\.([A-Za-z_]\w*)(?:\.(\w+))?[(`]", manual())
     checked = 0
     for module, name, member in refs:
         if module not in modules or name in FILE_EXTENSIONS:  # `curves.png` is a file, not a symbol
             continue
         names = defined(module + ".py")
         symbol = f"{name}.{member}" if member and f"{name}.{member}" in names else name
-        assert symbol in names, f"README names {module}.{symbol}, which {module}.py does not define"
+        assert symbol in names, f"the manual names {module}.{symbol}, which {module}.py does not define"
         checked += 1
     assert checked >= 5  # the README does name code this way: the check ran
