@@ -283,8 +283,8 @@ def test_default_run_names_carry_every_setting():
     demo = {name("--dataset", "synthetic", "--temporal", t) for t in ("attn", "conv", "none")}
     assert len(demo) == 3  # the README's none/attn/conv comparison no longer overwrites itself
     assert name("--dataset", "ucf101", "--shots", "4", "--lr", "0.01", "--frames", "16").endswith("-f16-lr0.01")
-    # The README's commands name the folders train.py makes.
-    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    # The commands of docs/protocols.md name the folders train.py makes.
+    readme = open(os.path.join(ROOT, "docs", "protocols.md"), encoding="utf-8").read()
     assert name("--dataset", "ucf101", "--protocol", "base2novel", "--seed", "1").replace("seed1", "seed{1,2,3}") in readme
     assert name("--dataset", "k400", "--protocol", "zero-shot") in readme
     assert name("--dataset", "folder", "--data-root", "/x/my_videos/").startswith(
