@@ -44,14 +44,14 @@ import time
 import torch
 
 import adapters
-import bench_data
+from bench import loading
 import clip
 import losses
 import train
 import viclip
-from bench_measure import OtherLoad, StepProbe, ceiling, machine, native_bf16, timed
-from bench_report import DESCRIPTIONS, VIEWS, ceilings, check, markdown, progress, table
-from flops import step_flops  # analytic counts, flops.py
+from bench.measure import OtherLoad, StepProbe, ceiling, machine, native_bf16, timed
+from bench.tables import DESCRIPTIONS, VIEWS, ceilings, check, markdown, progress, table
+from bench.flops import step_flops  # analytic counts, flops.py
 from prompts import description_features
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -435,8 +435,8 @@ def infer_worker(name, args):
     return out
 
 
-WORKERS = dict(train=train_worker, memory=memory_worker, infer=infer_worker, data=bench_data.data_worker,
-               loader=bench_data.loader_worker)
+WORKERS = dict(train=train_worker, memory=memory_worker, infer=infer_worker, data=loading.data_worker,
+               loader=loading.loader_worker)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -566,7 +566,7 @@ def benchmark(args):
         if "flops_per_s" in row and c:
             row["utilisation"] = row["flops_per_s"] / c["flops_per_s"]
     results["targets"] = check(results)
-    results["data_targets"] = bench_data.check_data(results) if "data" in results else []
+    results["data_targets"] = loading.check_data(results) if "data" in results else []
     results["seconds"] = time.time() - t_start
     results["machine"]["other_processes_cpu_share"] = load.share()
     print("\n" + table(results) + ("\n\n" + markdown(results) if args.markdown else ""))

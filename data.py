@@ -37,13 +37,13 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 # Reading one video (decoding, frame sampling, transforms) lives in video.py; the interface names are re-exported.
-from video import (CLIP_MEAN, CLIP_STD, FRAME_FILE, VIDEO_EXTENSIONS, PHOTOMETRIC_PARAMS, TestTransform,  # noqa: F401
+from video.decode import (CLIP_MEAN, CLIP_STD, FRAME_FILE, VIDEO_EXTENSIONS, PHOTOMETRIC_PARAMS, TestTransform,  # noqa: F401
                    VideoError, WorkerTransform, no_photometric, open_video, photometric, read_frames,
                    sample_indices, train_transform, video_length)
 # The offline demo's dataset lives in synthetic.py; build_dataset serves it under the name "synthetic".
-from synthetic import SYNTHETIC_CLASSES, SyntheticMotion, synthetic_clip  # noqa: F401
+from video.synthetic import SYNTHETIC_CLASSES, SyntheticMotion, synthetic_clip  # noqa: F401
 # Where the videos and class names of each dataset are (official layouts, lists, a folder): layouts.py.
-from layouts import (DATASETS, LAYOUTS, PROTOCOLS, DatasetError, _canonical, _fail, _Finder, _finder,  # noqa: F401
+from video.layouts import (DATASETS, LAYOUTS, PROTOCOLS, DatasetError, _canonical, _fail, _Finder, _finder,  # noqa: F401
                      _key, _read, class_names, protocol_facts)
 
 log = logging.getLogger(__name__)
@@ -165,8 +165,8 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
         return SyntheticMotion(shots, seed, num_frames, train, resolution, views, half, mean, std,
                                defer_photometric=defer_photometric and train)
     if protocol == "zero-shot" and not train and name == "kinetics600":
-        import kinetics600_lists  # the published test sets, resolved wherever the download holds each video
-        classes, items, videos = kinetics600_lists.zero_shot(root, split)
+        from video import kinetics600  # the published test sets, resolved wherever the download holds each video
+        classes, items, videos = kinetics600.zero_shot(root, split)
     else:
         classes, items, videos = _read(name, root, split, "train" if train else "test", lists)
     subset = range(len(classes))
@@ -238,5 +238,5 @@ def draw_shots(items, shots, seed, classnames):
 
 if __name__ == "__main__":  # python data.py verify ...: see verify.py
     import sys
-    import verify
+    from video import verify
     sys.exit(verify.main(sys.argv[1:]))

@@ -26,11 +26,11 @@ import torch.distributed as dist
 
 import adapters
 import clip
-import compare
+from harness import compare
 import data
 import prompts
-import report
-import runs
+from harness import report
+from harness import runs
 
 # Test views (temporal clips x spatial crops) per dataset, as the paper and ViFi-CLIP test. A folder of the
 # user's own videos has no published protocol: one centre view, the cheapest (--clips/--crops add more).

@@ -44,8 +44,8 @@ import torch
 from av.video.frame import PictureType
 
 import data
-import runs
-import video
+from harness import runs
+from video import decode
 
 GOP = 8  # frames between keyframes (see the docstring and README: measured with --measure-gop)
 CRF = 23  # libx264's default quality
@@ -81,13 +81,13 @@ def announced_frames(container, stream):
 
 def decoded_frames(src, short_side):
     """Yield (frame index, av.VideoFrame resized to the output size, rate) of a sequential decode of src;
-    raises video.VideoError for an unreadable or truncated source."""
+    raises decode.VideoError for an unreadable or truncated source."""
     if os.path.getsize(src) == 0:
-        raise video.VideoError("empty file")
+        raise decode.VideoError("empty file")
     try:
         with av.open(src) as container:
             if not container.streams.video:
-                raise video.VideoError("no video stream")
+                raise decode.VideoError("no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             expected, rate = announced_frames(container, stream), stream.average_rate or stream.guessed_rate
@@ -98,11 +98,11 @@ def decoded_frames(src, short_side):
                 yield n, frame.reformat(w, h, format="yuv420p", interpolation="AREA"), rate
                 n += 1
     except av.FFmpegError as e:
-        raise video.VideoError(f"cannot decode ({type(e).__name__}: {e})") from e
+        raise decode.VideoError(f"cannot decode ({type(e).__name__}: {e})") from e
     if n == 0:
-        raise video.VideoError("no frame decodes")
+        raise decode.VideoError("no frame decodes")
     if expected and n < COMPLETE * expected:
-        raise video.VideoError(f"truncated: {n} of the {expected} frames its container announces decode")
+        raise decode.VideoError(f"truncated: {n} of the {expected} frames its container announces decode")
 
 
 def encode_mp4(src, tmp, short_side, gop, crf, tune=TUNE):
@@ -152,7 +152,7 @@ def convert(job):
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         os.replace(tmp, dst)  # atomic: a reader sees the whole video or none
         return rel, "converted", f"{n} frames"
-    except (video.VideoError, av.FFmpegError, OSError, ValueError) as e:
+    except (decode.VideoError, av.FFmpegError, OSError, ValueError) as e:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.exists(tmp):
@@ -168,7 +168,7 @@ def plan(root, output, frames):
         for name in sorted(names):
             src = os.path.join(d, name)
             rel = os.path.relpath(src, root)
-            if name.lower().endswith(video.VIDEO_EXTENSIONS):
+            if name.lower().endswith(decode.VIDEO_EXTENSIONS):
                 stem = os.path.splitext(rel)[0]
                 dst = os.path.join(output, stem if frames else stem + ".mp4")
                 if dst in taken:  # x.avi and x.mp4 side by side would make the same output
@@ -208,7 +208,7 @@ def prepare(dataset, root, output, short_side=256, gop=GOP, crf=CRF, frames=Fals
         data.class_names(dataset, root)  # the layout is checked before any work (DatasetError: one line)
     videos, files = plan(root, output, frames)
     if not videos:
-        raise PrepareError(f"no video files ({', '.join(video.VIDEO_EXTENSIONS)}) under {root}")
+        raise PrepareError(f"no video files ({', '.join(decode.VIDEO_EXTENSIONS)}) under {root}")
     tmp_dir = os.path.join(output, TMP)
     shutil.rmtree(tmp_dir, ignore_errors=True)  # what a killed run left half-written
     os.makedirs(tmp_dir)
@@ -258,14 +258,14 @@ def measure_gop(path, settings=((4, TUNE), (8, None), (8, TUNE), (16, TUNE), (32
             g = torch.Generator().manual_seed(0)
             draws = [[min(int((k + float(u)) * n / 8), n - 1) for k, u in enumerate(torch.rand(8, generator=g))]
                      for _ in range(reads)]
-            video.read_frames(out, draws[0])  # warm the file cache
-            before, times = video.decoded_frames, []
+            decode.read_frames(out, draws[0])  # warm the file cache
+            before, times = decode.decoded_frames, []
             for idx in draws:
                 t = time.process_time()
-                video.read_frames(out, idx)
+                decode.read_frames(out, idx)
                 times.append(time.process_time() - t)
             rows.append(dict(gop=gop, tune=tune or "-", bytes_per_s=os.path.getsize(out) / seconds, frames=n,
-                             decoded=(video.decoded_frames - before) / reads, read_s=statistics.median(times)))
+                             decoded=(decode.decoded_frames - before) / reads, read_s=statistics.median(times)))
     return rows
 
 
@@ -299,7 +299,7 @@ def main(argv=None):
             raise PrepareError("--short-side must be at least 16, --gop and --workers at least 1")
         return prepare(args.dataset, args.data_root, args.output, args.short_side, args.gop, args.crf, args.frames,
                        args.workers)
-    except (PrepareError, data.DatasetError, video.VideoError) as e:
+    except (PrepareError, data.DatasetError, decode.VideoError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import clip
 import data
-import runs
+from harness import runs
 
 
 def class_tokens(classnames, context_length=77):

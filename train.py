@@ -31,18 +31,18 @@ import torch
 import torch.distributed as dist
 
 import adapters
-import batches
+from video import batches
 import clip
-import curves
+from harness import curves
 import data
 import evaluate
 import losses
-import memory
+from harness import memory
 import prompts
-import report
-import recipe
-import runs
-import settings
+from harness import report
+from harness import recipe
+from harness import runs
+from harness import settings
 
 # Per protocol: adapter rank r, adapted blocks (1-based, inclusive), epochs, warm-up epochs, global batch; any
 # other argument a row names (the synthetic demo's) replaces the paper's default unless given on the command line.

@@ -15,7 +15,7 @@ import torch
 import adapters
 import clip
 import losses
-import memory
+from harness import memory
 import train
 import viclip
 

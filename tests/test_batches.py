@@ -3,7 +3,7 @@ from (seed, epoch, index), so the same video is augmented afresh every epoch, an
 epoch is read again (which is what makes --resume exact and N processes equal one)."""
 import torch
 
-import batches
+from video import batches
 import train
 from video_fixtures import write_video
 

@@ -16,8 +16,8 @@ from torchvision.io import decode_jpeg, encode_jpeg, write_file
 from torchvision.transforms import v2
 
 import data
-import transforms
-import video
+from video import transforms
+from video import decode
 from tests.video_fixtures import (full_decode, hmdb51_tree, kinetics_tree, place, read_ids, ssv2_tree,
                                   ucf101_id_tree, ucf101_tree, write_video)
 
@@ -60,11 +60,11 @@ def test_frames_equal_full_decode(videos, name, monkeypatch):
     reference = full_decode(path)
     n = len(reference)
     assert data.video_length(path) == n
-    with video.Video(path) as v:
+    with decode.Video(path) as v:
         assert v.length == n
     # All but H.264-in-AVI (decode-order timestamps) must be served by seeking, never by counting from the start.
     if name != "h264_bframes.avi":
-        monkeypatch.setattr(video.Video, "_read_counting", lambda *a: pytest.fail("fell back to counting"))
+        monkeypatch.setattr(decode.Video, "_read_counting", lambda *a: pytest.fail("fell back to counting"))
     rng = random.Random(name)
     cases = [list(range(n)), [n - 1, 0, n - 1, 0], [n // 2] * 3] + [
         [rng.randrange(n) for _ in range(rng.randint(1, 9))] for _ in range(25)]
@@ -76,7 +76,7 @@ def test_frames_equal_full_decode(videos, name, monkeypatch):
 
 def test_out_of_range_and_bad_files(videos, tmp_path):
     path = videos["h264_bframes.mp4"]
-    with pytest.raises(video.VideoError):
+    with pytest.raises(decode.VideoError):
         data.read_frames(path, [45])
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
@@ -85,7 +85,7 @@ def test_out_of_range_and_bad_files(videos, tmp_path):
     garbage = tmp_path / "garbage.avi"
     garbage.write_bytes(bytes(range(256)) * 20)
     for bad in (empty, truncated, garbage, tmp_path / "absent.mp4"):
-        with pytest.raises(video.VideoError):
+        with pytest.raises(decode.VideoError):
             data.read_frames(str(bad), [0])
 
 
@@ -94,9 +94,9 @@ def test_sparse_decoding_reads_far_fewer_frames(tmp_path):
     path = write_video(str(tmp_path / "long.mp4"), n=300, w=160, h=120, fps=30,
                        options={"g": "30", "bf": "3", "b-pyramid": "normal"})
     indices = data.sample_indices(300, 8, train=False)
-    video.decoded_frames = 0
+    decode.decoded_frames = 0
     sparse = data.read_frames(path, indices)
-    decoded = video.decoded_frames
+    decoded = decode.decoded_frames
     reference = full_decode(path)
     assert np.array_equal(sparse.numpy(), np.stack([reference[i] for i in indices]))
     # Pictures decoded, not seconds: timing belongs in benchmark.py, and a shared CI machine's clock is noise.
@@ -325,8 +325,8 @@ def test_kinetics600_zero_shot_split(tmp_path, clip):
     """The published test sets (14,084 / 13,978 / 14,136 videos), found in a download laid out flat, in class
     folders, or under the list's own part; an unlisted video of a zero-shot class is not served, and what the
     download lacks is counted as missing."""
-    import kinetics600_lists
-    lists = kinetics600_lists.published()
+    from video import kinetics600
+    lists = kinetics600.published()
     assert [len(lists[s]) for s in (1, 2, 3)] == [14084, 13978, 14136]
     facts = data.protocol_facts()["kinetics600"]["zero_shot"]
     assert all(0 <= label < 160 == len(facts[s - 1]) for s in (1, 2, 3) for _, label in lists[s])
@@ -418,7 +418,7 @@ def test_container_overcounting_frames_resamples(monkeypatch):
 
         def read(self, indices):
             if max(indices) >= 6:
-                raise video.VideoError("short", available=6)
+                raise decode.VideoError("short", available=6)
             return torch.full((len(indices), 20, 20, 3), 7, dtype=torch.uint8)
 
         def __enter__(self):

@@ -20,7 +20,7 @@ import clip
 import data
 import evaluate
 import prompts
-import runs
+from harness import runs
 import train
 from video_fixtures import ID_BASE, ID_STEP, read_ids, ucf101_id_tree
 

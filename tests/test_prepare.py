@@ -16,8 +16,8 @@ from torchvision import tv_tensors
 import data
 import prepare
 import train
-import transforms
-import video
+from video import transforms
+from video import decode
 from video_fixtures import full_decode, ucf101_tree, write_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,9 +111,9 @@ def test_prepared_sparse_read_equals_full_decode(tmp_path):
     indices = data.sample_indices(300, 8, train=False)
     counts = []
     for path in (src, dst):
-        before = video.decoded_frames
+        before = decode.decoded_frames
         data.read_frames(path, indices)
-        counts.append(video.decoded_frames - before)
+        counts.append(decode.decoded_frames - before)
     assert counts[1] * 4 <= counts[0], counts
 
 

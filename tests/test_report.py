@@ -16,11 +16,11 @@ import sys
 import pytest
 import torch
 
-import compare
+from harness import compare
 import data
 import evaluate
-import report
-import runs
+from harness import report
+from harness import runs
 import train
 from test_evaluate import CLASSES, TABLE, Items, Stub, table_answer
 

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 import adapters
 import clip
 import data
-import batches
+from video import batches
 import evaluate
 import prompts
-import runs
+from harness import runs
 import train
 from test_clip import SMALL, random_openai_state_dict
 from video_fixtures import ucf101_tree, write_video

@@ -9,9 +9,9 @@ import os
 
 import torch
 
-import recipe
-import runs
-from runs import UsageError
+from harness import recipe
+from harness import runs
+from harness.runs import UsageError
 
 # Settings that change results but are not part of the default run-folder name (which always carries dataset,
 # protocol, shots, backbone, temporal, rank, blocks, split and seed): added to the name when typed, e.g. "-lr0.01".

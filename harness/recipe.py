@@ -13,7 +13,7 @@ import os
 import data
 import prompts
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project root, where paper/ is cloned
 FILE_ARGS = ("train_list", "test_list", "labels_csv", "novel_list", "novel_labels_csv")
 
 

@@ -8,7 +8,7 @@ for the same result. The measured memory per clip, and which options fit which G
 import torch
 import torch.distributed as dist
 
-import runs
+from harness import runs
 
 
 class OutOfMemory(runs.UsageError):

@@ -19,8 +19,8 @@ import json
 import os
 import re
 
-from synthetic import SYNTHETIC_CLASSES
-from video import FRAME_FILE, VIDEO_EXTENSIONS
+from video.synthetic import SYNTHETIC_CLASSES
+from video.decode import FRAME_FILE, VIDEO_EXTENSIONS
 
 DATASETS = {"ucf101": "ucf101", "ucf": "ucf101", "hmdb51": "hmdb51", "hmdb": "hmdb51", "kinetics400": "kinetics400",
             "k400": "kinetics400", "kinetics600": "kinetics600", "k600": "kinetics600", "ssv2": "ssv2",
@@ -87,7 +87,7 @@ def _lines(path):
 @functools.lru_cache(maxsize=1)
 def protocol_facts():
     """protocols.json: published class orders and base classes, the K600 zero-shot classes, the paper recipe."""
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocols.json")) as f:
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "protocols.json")) as f:
         return json.load(f)
 
 

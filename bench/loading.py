@@ -19,7 +19,7 @@ import time
 import torch
 
 import prepare
-from bench_measure import sync, timed
+from bench.measure import sync, timed
 
 DATA_TARGETS = dict(speedup=3.0, decoded=0.25)  # loader: (c) / (a) clips/s at least, (b) / (a) pictures at most
 # The source video (seconds, width, height) and the training resolution: ViT-B/16's, and --quick's tiny one.
@@ -145,12 +145,12 @@ def pipeline_rate(data, folder, T, resolution, defer, items):
     augmentation), item k seeded with k, so every pipeline reads the same frames. CPU time of this process (all
     its threads, FFmpeg's included) is what a worker core pays per clip, and other load on the machine does not
     inflate it (the wall times are kept too)."""
-    import video  # noqa: PLC0415 (the decoded-picture counter)
+    from video import decode  # noqa: PLC0415 (the decoded-picture counter)
 
     dataset = one_video_list(data, folder, T, resolution, defer)
     data.seed_everything(0)
     dataset[0]  # warm-up: file cache, codec set-up
-    times, wall, before = [], [], video.decoded_frames
+    times, wall, before = [], [], decode.decoded_frames
     for k in range(items):
         data.seed_everything(k)
         t0, w0 = time.process_time(), time.perf_counter()
@@ -159,7 +159,7 @@ def pipeline_rate(data, folder, T, resolution, defer, items):
         wall.append(time.perf_counter() - w0)
     p = statistics.median(times)
     return dict(s=p, times_s=times, clips_per_s=1 / p, wall_s=statistics.median(wall), wall_times_s=wall,
-                decoded_per_clip=(video.decoded_frames - before) / items,
+                decoded_per_clip=(decode.decoded_frames - before) / items,
                 photometric="training device" if defer else "worker")
 
 
@@ -170,7 +170,7 @@ def loader_worker(name, args):
     the loader's own time per batch (where waiting is likeliest), the share of the time the step waits for
     data at prefetch 2, 4 and 8 batches per worker."""
     import data  # noqa: PLC0415
-    import batches  # noqa: PLC0415
+    from video import batches  # noqa: PLC0415
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size, T = VIDEO[args.quick], args.frames

@@ -11,7 +11,7 @@ Shape legend: B videos, T frames.
 import torch
 
 import data
-import runs
+from harness import runs
 
 PREFETCH = 4  # batches each loader worker keeps ready (torch's default is 2); measured: see README "Performance"
 

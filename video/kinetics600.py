@@ -14,7 +14,7 @@ import functools
 import gzip
 import os
 
-import layouts
+from video import layouts
 
 LISTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "k600_zero_shot.txt.gz")
 SPLITS = (1, 2, 3)

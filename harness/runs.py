@@ -18,7 +18,7 @@ import torch.distributed as dist
 import adapters
 import clip
 import data
-import report
+from harness import report
 import viclip
 
 DATASETS = ("ucf101", "hmdb51", "k400", "k600", "ssv2", "synthetic", "folder")  # --dataset's choices

@@ -19,7 +19,7 @@ import sys
 import time
 
 import data
-import layouts
+from video import layouts
 
 
 def expected_lists(dataset, root, protocol=None, split=None, lists=None):
@@ -36,10 +36,10 @@ def expected_lists(dataset, root, protocol=None, split=None, lists=None):
                                                             for line in layouts._lines(lists[key])]))
         return out
     if name == "kinetics600" and protocol in (None, "zero-shot"):
-        import kinetics600_lists
-        return [(f"zero-shot test set {s}", kinetics600_lists.zero_shot(root, s)[1],
-                 [stem for stem, _ in kinetics600_lists.published()[s]])
-                for s in ([split] if split else kinetics600_lists.SPLITS)]
+        from video import kinetics600
+        return [(f"zero-shot test set {s}", kinetics600.zero_shot(root, s)[1],
+                 [stem for stem, _ in kinetics600.published()[s]])
+                for s in ([split] if split else kinetics600.SPLITS)]
     official = name in ("ucf101", "hmdb51")
     splits = ([split] if split else [1, 2, 3]) if official else [split or 1]
     return [(f"{part} split {s}" if official else part, layouts._read(name, root, s, part, {})[1], None)
