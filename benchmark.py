@@ -287,18 +287,15 @@ def build_train_step(name, args):
     if row.get("compiled"):
         step_fn = torch.compile(step_fn)
 
-    def consistency(w):  # alpha * L_CC, alpha = 1; "desc" off: the descriptions re-encoded in the step
-        s, t = feats
-        if "desc" in off:
-            with autocast:  # in the forward's precision, as a step that encodes them would
-                s, t = (description_features(net, per_class(x, C)) for x in (spatial, temporal))
-        return losses.consistency_loss(w, s, t)
-
-    def train_step():  # train.py's loop body
+    def train_step():  # train.py's loop body, alpha = 1
         if "cache" in off:
             net._text_cache.clear()
         optimizer.zero_grad(set_to_none=True)
-        loss, _ = train.accumulate_step(step_fn, net, videos, labels, prompts, consistency, row.get("micro") or B,
+        targets = feats
+        if "desc" in off:  # the descriptions re-encoded in every step, in the forward's precision
+            with autocast:
+                targets = tuple(description_features(net, per_class(x, C)) for x in (spatial, temporal))
+        loss, _ = train.accumulate_step(step_fn, net, videos, labels, prompts, targets, 1.0, row.get("micro") or B,
                                         autocast, scaler)
         optimizer.step()
         return loss

@@ -1,5 +1,5 @@
-"""`train.py --recipe paper`: the authors' logged configuration, applied to train.py's arguments from the table
-protocols.json "recipes" (data, not code), and `--print-config`, every argument resolved, as one JSON object.
+"""`train.py --recipe paper`: the authors' logged configuration, read from the table protocols.json "recipes" (data,
+not code); harness/settings.py applies it to train.py's arguments.
 
 The table has one row of values shared by every run ("all") and one per (protocol, dataset) the authors released
 logs for; a row lists the --shots and --split values it has runs for. For base-to-novel, --split N picks
@@ -7,66 +7,55 @@ ViFi-CLIP's N-th published 16-shot base draw (fs_base_sN_train.txt), the logs' s
 typed on the command line, then the recipe, then train.py's per-protocol defaults. The authors' description
 files and ViFi-CLIP's lists are not shipped: the table's "get" names the two commands that fetch them.
 """
-import json
 import os
 
-import data
 import prompts
+from video import layouts
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project root, where paper/ is cloned
-FILE_ARGS = ("train_list", "test_list", "labels_csv", "novel_list", "novel_labels_csv")
 
 
-class RecipeError(data.DatasetError):
+class RecipeError(layouts.DatasetError):
     """A recipe asked for a run the authors did not log, or its files are absent: one line for the user."""
 
 
 def table(name):
-    return data.protocol_facts()["recipes"][name]
+    return layouts.protocol_facts()["recipes"][name]
 
 
 def names():
-    return sorted(data.protocol_facts()["recipes"])
+    return sorted(layouts.protocol_facts()["recipes"])
 
 
-def apply(args):
-    """Set every value of the recipe row for (args.protocol, args.dataset) that was not typed (args.explicit)."""
-    recipe = table(args.recipe)
-    row = recipe.get(args.protocol, {}).get(args.dataset)
+def values(name, protocol, dataset, shots, split):
+    """{argument: value} of recipe `name` for one run: the row shared by every run, then the (protocol, dataset)
+    row, with the paths formatted for the shots and split. Raises RecipeError when the authors logged no such run."""
+    recipe = table(name)
+    row = recipe.get(protocol, {}).get(dataset)
     if row is None:
         logged = "; ".join(f"{p}: {', '.join(recipe[p])}" for p in ("few-shot", "base2novel"))
-        raise RecipeError(f"--recipe {args.recipe}: the authors logged no {args.protocol} run on {args.dataset} "
-                          f"(logged: {logged})")
-    if "shots" in row and args.shots not in row["shots"]:
-        raise RecipeError(f"--recipe {args.recipe}: {args.protocol} {args.dataset} was logged with --shots "
-                          f"{', '.join(map(str, row['shots']))}, not {args.shots}")
-    if args.split not in row["split"]:
-        raise RecipeError(f"--recipe {args.recipe}: {args.protocol} {args.dataset} was logged with --split "
-                          f"{', '.join(map(str, row['split']))}, not {args.split}")
+        raise RecipeError(f"--recipe {name}: the authors logged no {protocol} run on {dataset} (logged: {logged})")
+    if "shots" in row and shots not in row["shots"]:
+        raise RecipeError(f"--recipe {name}: {protocol} {dataset} was logged with --shots "
+                          f"{', '.join(map(str, row['shots']))}, not {shots}")
+    if split not in row["split"]:
+        raise RecipeError(f"--recipe {name}: {protocol} {dataset} was logged with --split "
+                          f"{', '.join(map(str, row['split']))}, not {split}")
     where = {k: os.path.join(HERE, v) for k, v in recipe["where"].items()}
-    values = {**recipe["all"], **{k: v for k, v in row.items() if k not in ("shots", "split")}}
-    for key, value in values.items():
-        if key not in args.explicit:
-            setattr(args, key, value.format(shots=args.shots, split=args.split, **where)
-                    if isinstance(value, str) else value)
+    merged = {**recipe["all"], **{k: v for k, v in row.items() if k not in ("shots", "split")}}
+    return {k: v.format(shots=shots, split=split, **where) if isinstance(v, str) else v for k, v in merged.items()}
 
 
-def check_files(args):
-    """Refuse, in one line naming the commands that get them, when the recipe's input files are absent."""
-    need = [getattr(args, k) for k in FILE_ARGS if getattr(args, k, None)]
-    if args.alpha != 0:  # the authors' pair {N}_{s,t}_description_{tag}[_base].json, N = --num-descriptions
-        tag = prompts.AUTHORS_TAGS.get(args.dataset, args.dataset) + ("_base" if args.protocol == "base2novel" else "")
-        need += [os.path.join(args.descriptions, f"{args.num_descriptions}_{k}_description_{tag}.json")
-                 for k in "st"]
-    absent = [p for p in need if not os.path.isfile(p)]
+def authors_descriptions(folder, dataset, protocol, num):
+    """The authors' pair of description files, {num}_{s,t}_description_{tag}[_base].json, in `folder`."""
+    tag = prompts.AUTHORS_TAGS.get(dataset, dataset) + ("_base" if protocol == "base2novel" else "")
+    return [os.path.join(folder, f"{num}_{k}_description_{tag}.json") for k in "st"]
+
+
+def check_files(name, paths):
+    """Refuse, in one line naming the commands that get them, when any of the recipe's input files is absent."""
+    absent = [p for p in paths if not os.path.isfile(p)]
     if absent:
-        get = " && ".join(table(args.recipe)["get"])
-        raise RecipeError(f"--recipe {args.recipe} needs {absent[0]} (and {len(absent) - 1} more file(s)): get "
+        get = " && ".join(table(name)["get"])
+        raise RecipeError(f"--recipe {name} needs {absent[0]} (and {len(absent) - 1} more file(s)): get "
                           f"ViFi-CLIP's lists and the authors' descriptions with: cd {HERE} && {get}")
-
-
-def config(args):
-    """Every resolved argument as one JSON object (argparse names; blocks as [first, last])."""
-    skip = ("explicit", "print_config", "max_steps")
-    values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k not in skip}
-    return json.dumps(values, sort_keys=True)

@@ -27,7 +27,7 @@ def build(library, size):
     (vw, vl, vh), (tw, tl, th) = s["vision"], s["text"]
     if library == "openclip":
         import open_clip
-        from clients.openclip_backbone import OpenCLIPBackbone
+        from openclip_backbone import OpenCLIPBackbone
         if size == "B/16":
             # On the default device (meta for the count), which create_model would otherwise move the model off.
             model = open_clip.create_model("ViT-B-16", pretrained=None, device=torch.get_default_device())
@@ -37,7 +37,7 @@ def build(library, size):
                                    dict(context_length=77, vocab_size=49408, width=tw, heads=th, layers=tl))
         return model.eval(), OpenCLIPBackbone(model), model.encode_image, model.encode_text
     import transformers
-    from clients.hf_backbone import HFBackbone
+    from hf_backbone import HFBackbone
     config = transformers.CLIPConfig(
         text_config=dict(hidden_size=tw, intermediate_size=4 * tw, num_hidden_layers=tl, num_attention_heads=th),
         vision_config=dict(hidden_size=vw, intermediate_size=4 * vw, num_hidden_layers=vl, num_attention_heads=vh,

@@ -99,9 +99,9 @@ def test_without_native_bf16_the_bf16_rows_are_skipped_and_said(tmp_path, monkey
 def test_native_bf16_detection(monkeypatch):
     from bench.measure import native_bf16
     monkeypatch.delenv("BENCHMARK_NATIVE_BF16", raising=False)
-    monkeypatch.setattr("bench_measure.platform.machine", lambda: "x86_64")
+    monkeypatch.setattr("bench.measure.platform.machine", lambda: "x86_64")
     for flags, native in (({"avx2", "fma"}, False), ({"avx2", "avx512_bf16"}, True), ({"amx_bf16"}, True)):
-        monkeypatch.setattr("bench_measure.cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr("bench.measure.cpu_flags", lambda flags=flags: flags)
         assert native_bf16(torch.device("cpu"))[0] is native
     monkeypatch.setenv("BENCHMARK_NATIVE_BF16", "1")
     assert native_bf16(torch.device("cpu")) == (True, "BENCHMARK_NATIVE_BF16=1")
@@ -129,7 +129,7 @@ def test_memory_rows_add_up(tmp_path):
         videos = torch.randn(B, 8, 3, 32, 32)                                   # (B, T, 3, H, W)
         with StepProbe() as probe:
             train.accumulate_step(train.TrainStep(net), net, videos, torch.zeros(B, dtype=torch.long), prompts,
-                                  lambda w: losses.consistency_loss(w, s, t), B, contextlib.nullcontext(),
+                                  (s, t), 1.0, B, contextlib.nullcontext(),
                                   torch.amp.GradScaler("cpu", enabled=False))
         peaks[B] = probe.peak
         assert probe.peak <= plain["fixed_bytes"] + B * plain["per_clip_bytes"]
