@@ -237,8 +237,6 @@ class MSTA(nn.Module):
         self.clip.eval()  # frozen means frozen: the backbone never switches to training behaviour
         return self
 
-    checkpoint_blocks = False  # True: recompute each block's activations in the backward pass (less memory)
-
     def adapted_blocks(self, z, blocks, adapter, mask=None):
         """Blocks start.. of one encoder: adapted ones add lambda*A, later ones run frozen but with autograd,
         since the adapters' gradients flow back through them. adapter(j, u) runs the adapter of block j."""

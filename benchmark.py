@@ -108,9 +108,11 @@ class AblationMSTA(adapters.MSTA):
         super().__init__(clip_model, **kwargs)
         self.off = frozenset(off)
         if "trim" in self.off:
-            # clip.CLIP's switch, on this model only: MSTA.text_prefix and the frozen description branch both run
-            # all 77 positions, as OpenAI's reference encode_text does.
-            clip_model.trim_text = False
+            # On this model only: MSTA.text_prefix and the frozen description branch both run all the context's
+            # positions (77 for CLIP), as OpenAI's reference encode_text does.
+            text_tower = getattr(clip_model, "text_encoder", clip_model)  # ViCLIP keeps its text tower apart
+            text_tower.text_embed = lambda tokens, t=text_tower: clip.embed_text(
+                tokens, t.token_embedding, t.positional_embedding, t.attn_mask, t.dtype, trim=False)
 
     def encode_video(self, videos):
         """As MSTA.encode_video; with "prefix" off the frozen blocks below the first adapter run under autograd
