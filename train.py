@@ -81,6 +81,7 @@ def accumulate_step(step_fn, msta, videos, labels, tokens, targets, alpha, micro
     which covers the text branch too."""
     with autocast:
         text = msta.encode_text(tokens)                                            # (C, E), with autograd
+    l_cc = None if targets is None else losses.consistency_loss(text, *targets)  # L_CC depends on w alone: once
     # The class features w are computed once per step and read by every micro-batch. Those before the last read a
     # detached copy of w, so their backward stops at w and leaves dL/dw in the copy's .grad; the last reads w
     # itself, and its backward carries those gradients (the term w . g, whose gradient is g) with its own and
@@ -95,10 +96,9 @@ def accumulate_step(step_fn, msta, videos, labels, tokens, targets, alpha, micro
             with autocast:
                 logits = step_fn(v, text if last else held)                        # (b, C)
             # L_CE is a mean over the batch: a micro-batch's part is weighted by its share of the videos (1 in one
-            # pass). L_CC depends on w alone: it is added once per step, with the last micro-batch.
+            # pass). L_CC is added once per step, with the last micro-batch.
             l_ce = losses.classification_loss(logits, y) * (len(y) / len(labels))
-            l_cc = losses.consistency_loss(text, *targets) if last and targets is not None else None
-            loss = losses.total_loss(l_ce, l_cc, alpha)                            # L = L_CE + alpha L_CC
+            loss = losses.total_loss(l_ce, l_cc if last else None, alpha)          # L = L_CE + alpha L_CC
             scaled = scaler.scale(loss)
             if last and held.grad is not None:  # already scaled: it came from the scaled micro-batch losses
                 scaled = scaled + (text * held.grad).sum()
