@@ -209,9 +209,8 @@ def init_weights(text, towers):
 class CLIP(nn.Module):
     """Image encoder, text encoder and the learned temperature of CLIP's contrastive logits (sec. 2.3, Fig. 3).
 
-    It has adapters.py's backbone contract (token_layout, vision_embed/_blocks/_head, text_embed/_blocks/_head,
-    logit_scale in log form, token_embedding), and what train.py and evaluate.py read besides:
-    visual.input_resolution, context_length, mean/std. viclip.ViCLIP offers the same."""
+    It has adapters.py's backbone contract (listed in that file's header), and what train.py and evaluate.py read
+    besides: visual.input_resolution, context_length, mean/std. viclip.ViCLIP offers the same."""
 
     mean, std = MEAN, STD  # the pixel normalisation the weights expect (the data pipeline reads it from here)
 

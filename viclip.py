@@ -133,9 +133,8 @@ class TextTransformer(nn.Module):
 
 class ViCLIP(nn.Module):
     """Video encoder, text encoder and the temperature, with the interface of clip.CLIP: adapters.py's backbone
-    contract (token_layout "joint", vision_embed/_blocks/_head, text_embed/_blocks/_head, logit_scale in log form,
-    token_embedding), encode_video, encode_text, visual, transformer, context_length, mean/std. The aliases are
-    properties or methods, so the state dict keeps ViCLIP's names."""
+    contract (listed in that file's header; token_layout "joint"), encode_video, encode_text, visual, transformer,
+    context_length, mean/std. The aliases are properties or methods, so the state dict keeps ViCLIP's names."""
 
     mean, std = MEAN, STD
 
