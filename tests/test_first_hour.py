@@ -296,7 +296,7 @@ def test_threads_rule(monkeypatch):
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-        monkeypatch.setattr(runs.data, "usable_cores", lambda: 8)
+        monkeypatch.setattr(runs.batches, "usable_cores", lambda: 8)
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
         assert runs.choose_threads(0) == 8 and torch.get_num_threads() == 8
         assert runs.choose_threads(2) == 6
