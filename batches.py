@@ -17,19 +17,20 @@ PREFETCH = 4  # batches each loader worker keeps ready (torch's default is 2); m
 
 
 def training_set(args, resolution, mean=data.CLIP_MEAN, std=data.CLIP_STD):
-    """The protocol's training videos, at the model's resolution and pixel normalisation. Flips for every dataset
-    but SSv2, whose labels say left and right, also when SSv2 comes as list files (data.py cannot tell from the
-    lists). Workers return uint8 clips and their photometric draws; the photometric half (with mean/std) runs
-    batched on the training device (train.py's loop)."""
+    """The protocol's training videos, at the model's resolution and pixel normalisation. --flip (resolved by
+    settings.py: on for every dataset but SSv2, whose labels say left and right, also when SSv2 comes as list
+    files; on for all under --recipe paper), --jitter per clip or per frame, --class-text. Workers return uint8
+    clips and their photometric draws; the photometric half (with mean/std) runs batched on the training device
+    (train.py's loop)."""
     return data.build_dataset(runs.reader(args), args.data_root, args.protocol, args.split, shots=args.shots,
                               seed=args.seed, num_frames=args.frames, train=True, resolution=resolution,
-                              flip=args.dataset != "ssv2", mean=mean, std=std, defer_photometric=True,
-                              **runs.lists(args))
+                              flip=args.flip == "on", mean=mean, std=std, defer_photometric=True,
+                              jitter=args.jitter, class_text=args.class_text, **runs.lists(args))
 
 
 def loader(train_set, args, rank, world, device):
     """(sampler, loader) of this process's share of every global batch; set sampler.epoch before each epoch."""
-    sampler = GlobalBatches(len(train_set), args.batch_size, args.seed, rank, world)
+    sampler = GlobalBatches(len(train_set), args.batch_size, args.seed, rank, world, args.epoch_padding)
     # Persistent workers: no worker start-up (and dataset copy) at every epoch. PREFETCH: see its comment.
     return sampler, torch.utils.data.DataLoader(
         SeededItems(train_set, args.seed), batch_sampler=sampler, num_workers=args.workers,
@@ -40,15 +41,23 @@ def loader(train_set, args, rank, world, device):
 class GlobalBatches(torch.utils.data.Sampler):
     """Each epoch: one seeded permutation, cut into global batches of --batch-size; rank r takes its own slice
     of every global batch. So N processes see exactly the videos one process would see, step for step, and the
-    (gradient-averaged) loss curve is the same whatever N is. The incomplete last batch is dropped."""
+    (gradient-averaged) loss curve is the same whatever N is. The incomplete last batch is dropped.
 
-    def __init__(self, n, global_batch, seed, rank=0, world=1):
+    padding > 1 (--epoch-padding; 8 under --recipe paper): the permutation is first lengthened to a multiple of
+    `padding` by repeating its first videos. With padding 8 and batch 32 this gives the steps per epoch of the
+    authors' runs, whatever N is here: they ran 8 processes, each with PyTorch's DistributedSampler (which pads the
+    shuffled order that way) and a loader of 4 videos per process with drop_last (ViFi-CLIP datasets/build.py),
+    so an epoch had floor(ceil(n / 8) / 4) steps: 11 for 348 videos, where n // 32 would be 10."""
+
+    def __init__(self, n, global_batch, seed, rank=0, world=1, padding=1):
         self.n, self.global_batch, self.seed, self.rank, self.world = n, global_batch, seed, rank, world
-        self.local = global_batch // world
+        self.local, self.padding = global_batch // world, padding
         self.epoch = 0
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch))
+        extra = -self.n % self.padding  # the first videos again, as DistributedSampler pads (all, several times over
+        order = torch.cat([order, order.repeat(extra // self.n + 1)[:extra]])  # when n < padding)
         for b in range(len(self)):
             start = b * self.global_batch + self.rank * self.local
             # The epoch travels with each index: persistent workers keep their own copy of the dataset, so an
@@ -56,7 +65,7 @@ class GlobalBatches(torch.utils.data.Sampler):
             yield [(self.epoch, i) for i in order[start:start + self.local].tolist()]
 
     def __len__(self):
-        return self.n // self.global_batch
+        return -(-self.n // self.padding) * self.padding // self.global_batch  # ceil(n / padding) * padding // batch
 
 
 class SeededItems(torch.utils.data.Dataset):

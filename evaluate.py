@@ -78,18 +78,19 @@ def collate_readable(batch):
 
 
 @torch.no_grad()
-def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, log=None, keep=False):
+def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, log=None, keep=False,
+             template=prompts.DEFAULT_TEMPLATE):
     """Top-1 / top-5 (%) of `model` on `dataset`, whose items are (V, T, 3, H, W) or (T, 3, H, W) videos.
     Under torchrun every rank scores its shard and the scores are gathered by video index. A video that cannot be
     read is left out of the metric, never replaced: videos = the number scored, skipped = those missing from disk
     plus those that failed to decode, over all ranks. keep=True adds "predictions", each video's scores as
-    report.py writes them."""
+    report.py writes them. template: the class prompt the run trained with (--prompt)."""
     model.eval()
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     with runs.autocast_for(device, precision):
         # At the backbone's context length (77 when it does not say, e.g. a test's stand-in backbone).
-        tokens = prompts.class_tokens(dataset.classnames, getattr(model.clip, "context_length", 77))
+        tokens = prompts.class_tokens(dataset.classnames, getattr(model.clip, "context_length", 77), template)
         text = model.encode_text(tokens.to(device))  # (C, E): once per label set
     sampler = Shard(len(dataset), rank, world)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
@@ -167,9 +168,10 @@ def run_protocol(model, args, device, views=None, log=None, final=True):
                                      num_frames=args.frames, train=False, subset=subset, views=views,
                                      resolution=model.clip.visual.input_resolution,
                                      mean=getattr(model.clip, "mean", data.CLIP_MEAN),  # CLIP's unless it says
-                                     std=getattr(model.clip, "std", data.CLIP_STD), **runs.lists(args))
+                                     std=getattr(model.clip, "std", data.CLIP_STD),
+                                     class_text=getattr(args, "class_text", "words"), **runs.lists(args))
         result = evaluate(model, dataset, device, args.precision, getattr(args, "eval_batch_size", 8),
-                          args.workers, log, keep=final)
+                          args.workers, log, keep=final, template=getattr(args, "prompt", prompts.DEFAULT_TEMPLATE))
         if final:
             predictions.append(result.pop("predictions"))
             result["per_class"] = report.per_class(predictions[-1])
@@ -294,7 +296,8 @@ def video_label_set(args, explicit_dataset):
     or, for --dataset or an older checkpoint, the dataset's (read from its root)."""
     if getattr(args, "classnames", None) and not explicit_dataset:
         return list(args.classnames)
-    return data.class_names(runs.reader(args), args.data_root, **runs.lists(args))
+    return data.class_names(runs.reader(args), args.data_root, getattr(args, "class_text", "words"),
+                            **runs.lists(args))
 
 
 @torch.no_grad()
@@ -302,7 +305,8 @@ def classify(model, args, classnames, paths, device, views, top=5):
     """Print the top-`top` classes of each video; returns the paths that could not be read (one line each)."""
     model.eval()
     with runs.autocast_for(device, args.precision):
-        tokens = prompts.class_tokens(classnames, getattr(model.clip, "context_length", 77))
+        tokens = prompts.class_tokens(classnames, getattr(model.clip, "context_length", 77),
+                                      getattr(args, "prompt", prompts.DEFAULT_TEMPLATE))  # the run's own prompt
         text = model.encode_text(tokens.to(device))                                           # (C, E)
     reader_ = data.VideoDataset("video", [], classnames, args.frames, train=False,
                                 resolution=model.clip.visual.input_resolution, views=views,

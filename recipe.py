@@ -46,9 +46,9 @@ def apply(args):
     where = {k: os.path.join(HERE, v) for k, v in recipe["where"].items()}
     values = {**recipe["all"], **{k: v for k, v in row.items() if k not in ("shots", "split")}}
     for key, value in values.items():
-        if key not in args.explicit:
+        if key not in args.explicit:  # paths are filled in; the prompt's {class} stays for the class name
             setattr(args, key, value.format(shots=args.shots, split=args.split, **where)
-                    if isinstance(value, str) else value)
+                    if key in FILE_ARGS + ("descriptions",) else value)
 
 
 def check_files(args):
@@ -63,6 +63,15 @@ def check_files(args):
         get = " && ".join(table(args.recipe)["get"])
         raise RecipeError(f"--recipe {args.recipe} needs {absent[0]} (and {len(absent) - 1} more file(s)): get "
                           f"ViFi-CLIP's lists and the authors' descriptions with: cd {HERE} && {get}")
+
+
+def logged_numbers(name, protocol, dataset, shots, split):
+    """The authors' logged top-1 of the run that recipe `name` reproduces for (protocol, dataset, shots, split):
+    {"last", "best"[, "novel"], "log"} from protocols.json (see its "logged_about"), or None when none was logged."""
+    for row in table(name).get("logged", []):
+        if (row["protocol"], row["dataset"], row.get("shots"), row["split"]) == (protocol, dataset, shots, split):
+            return row
+    return None
 
 
 def config(args):

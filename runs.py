@@ -230,11 +230,15 @@ def write_results(folder, results, log=None):
         log("\n".join(lines))
 
 
+# The settings of the class text and the training data order/augmentation that --recipe paper changes.
+TRAINING_TEXT_AND_DATA = ("prompt", "class_text", "flip", "jitter", "epoch_padding")
+
+
 def result_record(args, results, extra=None):
     """The flat fields every results.json carries, plus the rows and summary."""
     record = dict(dataset=args.dataset, protocol=args.protocol, shots=args.shots, split=args.split,
                   seed=args.seed, epochs=args.epochs, recipe=getattr(args, "recipe", None), views=results["views"],
-                  **results["summary"])
+                  **{k: getattr(args, k, None) for k in TRAINING_TEXT_AND_DATA}, **results["summary"])
     record.update(rows=results["rows"], summary=results["summary"], **(extra or {}))
     return record
 

@@ -6,6 +6,7 @@ and the offline demo's), rejects bad values with one-line errors (runs.UsageErro
 default run folder after every setting that changes results.
 """
 import os
+import re
 
 import torch
 
@@ -17,7 +18,8 @@ from runs import UsageError
 # protocol, shots, backbone, temporal, rank, blocks, split and seed): added to the name when typed, e.g. "-lr0.01".
 NAME_EXTRAS = (("frames", "f"), ("epochs", "ep"), ("warmup_epochs", "warm"), ("batch_size", "bs"), ("lr", "lr"),
                ("min_lr", "minlr"), ("weight_decay", "wd"), ("scale", "scale"), ("alpha", "alpha"),
-               ("num_descriptions", "desc"), ("precision", ""))
+               ("num_descriptions", "desc"), ("precision", ""), ("class_text", "names-"), ("flip", "flip-"),
+               ("jitter", "jitter-"), ("epoch_padding", "pad"))
 
 
 def resolve(args, PROTOCOLS):
@@ -66,6 +68,13 @@ def resolve(args, PROTOCOLS):
         if key not in ("rank", "blocks", "epochs", "warmup", "batch_size") and key not in args.explicit:
             setattr(args, key, value)
     args.blocks = parse_blocks(args.blocks)
+    if args.flip is None:  # SSv2's labels say left and right ("Pushing something from left to right")
+        args.flip = "off" if args.dataset == "ssv2" else "on"
+    if args.prompt.count("{class}") != 1:
+        raise UsageError(f"--prompt {args.prompt!r}: must hold {{class}} once, where the class name goes, e.g. "
+                         "'a video of {class}.'")
+    if args.epoch_padding < 1:
+        raise UsageError(f"--epoch-padding {args.epoch_padding}: must be at least 1 (1: no padding)")
     for name in ("frames", "rank", "epochs", "batch_size", "num_descriptions"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
@@ -106,6 +115,8 @@ def run_name(args):
               f"b{args.blocks[0]}-{args.blocks[1]}", f"split{args.split}", f"seed{args.seed}"]
     parts += [f"{short}{getattr(args, key):g}" if isinstance(getattr(args, key), float) else
               f"{short}{getattr(args, key)}" for key, short in NAME_EXTRAS if key in args.explicit]
+    if "prompt" in args.explicit:  # e.g. "a photo of a {class}." -> prompt-a_photo_of_a
+        parts.append("prompt-" + "_".join(re.findall(r"[A-Za-z0-9]+", args.prompt.replace("{class}", "C"))))
     if getattr(args, "recipe", None):
         parts.append(f"recipe-{args.recipe}")
     return "-".join(parts)

@@ -257,7 +257,7 @@ def main(argv=None):
     log(f"MSTA r={args.rank} blocks {args.blocks[0]}-{args.blocks[1]} temporal={args.temporal}: "
         f"{adapters.format_counts(*counts)}")
     context = model.clip.context_length  # 77 for CLIP, 32 for ViCLIP: every text is tokenized at the model's own
-    tokens = prompts.class_tokens(classnames, context).to(device)                              # (C, L)
+    tokens = prompts.class_tokens(classnames, context, args.prompt).to(device)                 # (C, L)
     targets = None if descriptions is None else prompts.encode_descriptions(model, descriptions, context)
     model.checkpoint_blocks = args.grad_checkpointing
     step_fn = TrainStep(model)
@@ -384,6 +384,12 @@ def parse_args(argv=None):
     p.add_argument("--novel-list", default=None, help="base2novel from lists: the novel classes' test list")
     p.add_argument("--novel-labels-csv", default=None, help="base2novel from lists: the novel classes' CSV")
     p.add_argument("--num-descriptions", type=int, default=2, help="descriptions of each kind per class")
+    p.add_argument("--prompt", default=prompts.DEFAULT_TEMPLATE, help="what the trainable text branch reads for "
+                   "each class, {class} standing for its name (default: '%(default)s', this project's; --recipe "
+                   "paper: 'a photo of a {class}.', the authors')")
+    p.add_argument("--class-text", default="words", choices=data.CLASS_TEXTS, help="class names from a label "
+                   "CSV, classInd.txt or class folders: split into words ('Apply Eye Makeup', the default) or "
+                   "as written ('ApplyEyeMakeup', what the authors' pipeline reads; --recipe paper)")
     p.add_argument("--descriptions", default="descriptions", help="folder of <dataset>.json (ours) or of the "
                    "authors' {N}_{s|t}_description_{ucf_101|hmdb|k400|k600|ssv2}[_base|_novel].json files; for "
                    "--dataset folder: a .json file (default: <data-root>/descriptions.json if present, else L_CC "
@@ -396,6 +402,14 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of AdamW, reached after the "
                    f"warm-up, then cosine decay to --min-lr (default: 1e-3, the paper's; {synthetic('lr')})")
     p.add_argument("--min-lr", type=float, default=1e-5)
+    p.add_argument("--flip", default=None, choices=("on", "off"), help="random horizontal flips in training "
+                   "(default: on, but off for ssv2, whose labels say left and right; --recipe paper: on for every "
+                   "dataset, as the authors' runs)")
+    p.add_argument("--jitter", default="clip", choices=("clip", "frame"), help="colour jitter drawn once per clip "
+                   "(the default) or for every frame (ViFi-CLIP's pipeline; --recipe paper)")
+    p.add_argument("--epoch-padding", type=int, default=1, help="lengthen each epoch's order to a multiple of N by "
+                   "repeating its first videos before cutting it into batches (default: 1, no padding; --recipe "
+                   "paper: 8, the authors' 8 processes, which gives their steps per epoch on any number of GPUs)")
     p.add_argument("--weight-decay", type=float, default=1e-3)
     p.add_argument("--workers", type=int, default=data.default_workers(),
                    help="data loader processes (default: the CPU cores this process may use)")
