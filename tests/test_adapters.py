@@ -236,6 +236,26 @@ def test_trainable_state_dict_round_trip():
         other.load_trainable_state_dict({**sd, "clip.logit_scale": torch.tensor(0.0)})
 
 
+def test_attention_key_bias_is_cancelled_by_softmax():
+    """Why TemporalAttention's key has no bias: adding any b_k to every key leaves every output as it was (softmax
+    removes q . b_k, the same for all keys of a row), so checkpoints that hold one load without it."""
+    model, v, tokens = tiny(), videos(), class_tokens()
+    assert all(m.key.bias is None for m in model.modules() if isinstance(m, adapters.TemporalAttention))
+    before = model(v, tokens)
+    for m in model.modules():
+        if isinstance(m, adapters.TemporalAttention):  # a key with a large random bias: the same logits
+            biased = torch.nn.Linear(m.key.in_features, m.key.out_features)
+            with torch.no_grad():
+                biased.weight.copy_(m.key.weight)
+                biased.bias.normal_(0, 3.0)
+            m.key = biased
+    torch.testing.assert_close(model(v, tokens), before, rtol=1e-5, atol=1e-5)
+    old = {**tiny().trainable_state_dict(), "adapters.1.temporal.key.bias": torch.ones(8)}  # an older checkpoint
+    fresh = tiny(seed=1)
+    fresh.load_trainable_state_dict(old)
+    torch.testing.assert_close(fresh(v, tokens), tiny()(v, tokens), rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------------------------------------- autocast
 @pytest.mark.parametrize("temporal", ["attn", "conv"])
 def test_autocast_bf16_cpu(temporal):
