@@ -7,8 +7,8 @@ ablations that change one setting at a time. Prints one markdown table, a row pe
 differ, n, and each test set's top-1 and top-5 as mean ± std over the group; writes the same table to a file
 (compare.md by default). Beside a run made with `--recipe paper` stand the authors' logged top-1 for the same
 protocol, dataset, shots and split (last epoch and best; base2novel also novel), read from the recipe's table
-(protocols.json "recipes" -> "logged", recipe.logged_numbers): "does my number match the paper?" in one table. A folder that is no finished run (no results.json yet, or an unreadable one) is skipped
-with one line on stderr.
+(protocols.json "recipes" -> "logged", recipe.logged_numbers): "does my number match the paper?" in one table.
+A folder that is no finished run (no results.json yet, or an unreadable one) is skipped with one line on stderr.
 
 std is the population standard deviation (ddof=0), the one evaluate.summarize gives a zero-shot run's three
 splits, so the same numbers get the same spread wherever the project prints one.

@@ -43,8 +43,8 @@ from video import (CLIP_MEAN, CLIP_STD, FRAME_FILE, VIDEO_EXTENSIONS, PHOTOMETRI
 # The offline demo's dataset lives in synthetic.py; build_dataset serves it under the name "synthetic".
 from synthetic import SYNTHETIC_CLASSES, SyntheticMotion, synthetic_clip  # noqa: F401
 # Where the videos and class names of each dataset are (official layouts, lists, a folder): layouts.py.
-from layouts import (CLASS_TEXTS, DATASETS, LAYOUTS, PROTOCOLS, DatasetError, _canonical, _fail, _Finder, _finder,  # noqa: F401
-                     _key, _read, class_names, protocol_facts)
+from layouts import (CLASS_TEXTS, DATASETS, LAYOUTS, PROTOCOLS, DatasetError, _canonical, _fail, _Finder,  # noqa: F401
+                     _finder, _key, _read, class_names, protocol_facts)
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,11 @@
 
 class_tokens: the trainable branch's input, a template per class: this project's "a video of {class}." by
 default (`--prompt`), or the authors' "a photo of a {class}." (`--recipe paper`: their logs' CTX_INIT "a photo of
-a", which MMA's text side completes to "<CTX_INIT> <class>.", Multi-Modal-Adapter trainers/mmadapter.py). Descriptions: each
-class's spatial and temporal sentences, read from our descriptions/<dataset>.json or from the authors' published
-{N}_{s|t}_description_{tag}.json files (load_descriptions), and encoded once by the frozen text branch into the
-targets D_s,c and D_t,c of the consistency loss L_CC (description_features; the loss itself is in losses.py).
+a", which MMA's text side completes to "<CTX_INIT> <class>.", Multi-Modal-Adapter trainers/mmadapter.py).
+Descriptions: each class's spatial and temporal sentences, read from our descriptions/<dataset>.json or from the
+authors' published {N}_{s|t}_description_{tag}.json files (load_descriptions), and encoded once by the frozen text
+branch into the targets D_s,c and D_t,c of the consistency loss L_CC (description_features; the loss itself is in
+losses.py).
 
 Shape legend: C classes, K descriptions per class, L text length, E embedding.
 """

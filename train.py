@@ -6,8 +6,8 @@ Sec. 4.1 "Implementation details" and its released training logs: AdamW (betas 0
 The optimiser and schedule defaults below are the paper's; the model defaults are not: OpenAI CLIP ViT-B/16 with
 --temporal attn is this project's own design, where the paper's runs use ViCLIP-B/16 with the temporal
 convolution, r 128 in blocks 8-12, seed 2048 and fp32. `--recipe paper` sets the authors' logged configuration
-(recipe.py, protocols.json "recipes"; what still differs: docs/reproducing.md); PROTOCOLS holds the few numbers that change per protocol;
-`--print-config` shows every value a command resolves to.
+(recipe.py, protocols.json "recipes"; what still differs: docs/reproducing.md); PROTOCOLS holds the few numbers
+that change per protocol; `--print-config` shows every value a command resolves to.
 
 Read top-down: the step (train_step: forward, loss, backward, optimiser step) and the small helpers around it,
 then main: setup, data, model, optimiser, and for each epoch the steps, an evaluation every --eval-every epochs
