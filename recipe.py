@@ -68,6 +68,7 @@ def check_files(args):
 def logged_numbers(name, protocol, dataset, shots, split):
     """The authors' logged top-1 of the run that recipe `name` reproduces for (protocol, dataset, shots, split):
     {"last", "best"[, "novel"], "log"} from protocols.json (see its "logged_about"), or None when none was logged."""
+    shots = None if protocol == "base2novel" else shots  # base-to-novel: the 16-shot draw is the split
     for row in table(name).get("logged", []):
         if (row["protocol"], row["dataset"], row.get("shots"), row["split"]) == (protocol, dataset, shots, split):
             return row
