@@ -19,7 +19,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-import recipe
+from harness import recipe
 
 DEFAULT_OUTPUT = "compare.md"
 # The first line of every file written here: such a file may be rewritten, any other is the user's and is not.
