@@ -203,13 +203,14 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
                         mean=mean, std=std, defer_photometric=defer_photometric, jitter=jitter)
 
 
-def class_names(name, root=None, **lists):
+def class_names(name, root=None, class_text="words", **lists):
     """The class-name text of a whole dataset, in its published label order (protocol subsets are taken from it):
-    the offline demo's classes, or those of a dataset's layout or list files under root (video/layouts.py). Raises
-    DatasetError (one line: layout and download source) when the root does not hold the dataset."""
+    the offline demo's classes, or those of a dataset's layout or list files under root (video/layouts.py), their
+    names written as class_text says. Raises DatasetError (one line: layout and download source) when the root does
+    not hold the dataset."""
     if canonical(name, DATASET_ALIASES) == "synthetic":
         return list(SYNTHETIC_CLASSES)
-    return layouts.class_names(name, root, **lists)
+    return layouts.class_names(name, root, class_text, **lists)
 
 
 def draw_shots(items, shots, seed, classnames):

@@ -152,13 +152,14 @@ def fit_batch_size(batch_size, typed, videos, world, log):
     return batch_size
 
 
-def training_set(reader, root, lists, protocol, split, shots, seed, frames, resolution, mean, std, flip="on",
+def training_set(dataset, reader, root, lists, protocol, split, shots, seed, frames, resolution, mean, std, flip=None,
                  jitter="clip", class_text="words"):
     """The protocol's training videos at the model's resolution. Workers return uint8 clips and their photometric
     draws; the photometric half (with the model's mean and std) runs batched on the training device, in the loop.
-    flip: "on" or "off" (--flip, resolved by harness/settings.py: off for SSv2, whose labels say left and right,
-    also when it comes as list files; on for every dataset under --recipe paper); jitter: per "clip" or per
-    "frame"; class_text: "words" or "as-written" (video/layouts.py)."""
+    flip: "on" or "off" (--flip); None: off for SSv2, whose labels say left and right, also when it comes as list
+    files (data.py cannot tell from the lists), on otherwise; --recipe paper: on for every dataset. jitter: per
+    "clip" or per "frame"; class_text: "words" or "as-written" (video/layouts.py)."""
+    flip = ("off" if dataset == "ssv2" else "on") if flip is None else flip
     return data.build_dataset(reader, root, protocol, split, shots=shots, seed=seed, num_frames=frames, train=True,
                               resolution=resolution, flip=flip == "on", mean=mean, std=std,
                               defer_photometric=True, jitter=jitter, class_text=class_text, **lists)
@@ -233,9 +234,9 @@ def main(argv=None):
     data.class_names(reader, args.data_root, **lists)
     model = models.build_msta(args.clip, device, args.frames, args.rank, args.blocks, args.scale, args.temporal,
                               args.seed)
-    train_set = training_set(reader, args.data_root, lists, args.protocol, args.split, args.shots, args.seed,
-                             args.frames, model.clip.visual.input_resolution, model.clip.mean, model.clip.std,
-                             args.flip, args.jitter, args.class_text)
+    train_set = training_set(args.dataset, reader, args.data_root, lists, args.protocol, args.split, args.shots,
+                             args.seed, args.frames, model.clip.visual.input_resolution, model.clip.mean,
+                             model.clip.std, args.flip, args.jitter, args.class_text)
     classnames = args.classnames = list(train_set.classnames)  # saved with the run: evaluate.py --video uses them
     log(f"data: {len(train_set)} training videos, {len(classnames)} classes ({args.dataset}, {args.protocol}"
         f"{f', {args.shots} shots' if args.shots else ''}, split {args.split})")

@@ -12,6 +12,8 @@ import torch
 import clip
 import prompts
 import train
+from harness import recipe, settings
+from video import batches, transforms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 with open(os.path.join(ROOT, "tests", "fixtures", "paper_logs.json")) as f:
@@ -130,8 +132,6 @@ def test_results_json_records_the_recipe(capsys):
 # ------------------------------------------------ the settings the logs' pipeline adds, checked against every log
 @pytest.mark.parametrize("entry", RUNS, ids=[e["log"] for e in RUNS])
 def test_text_augmentation_and_steps_equal_the_log(capsys, entry):
-    import batches
-    import transforms
     c, log = printed(capsys, command(entry["run"])), entry["logged"]
     # MMA's text side reads "<CTX_INIT> <class>." (Multi-Modal-Adapter trainers/mmadapter.py), with the label
     # CSV's names as written (ViFi-CLIP's VideoDataset.classes reads labels/*.csv unchanged).
@@ -154,7 +154,6 @@ def test_text_augmentation_and_steps_equal_the_log(capsys, entry):
 
 def test_only_ssv2_two_shot_needs_the_padding():
     """Without the padding (n // 32 steps) only the SSv2 2-shot run would differ from its log (10 for 11)."""
-    import batches
     differ = [e["log"] for e in RUNS if len(batches.GlobalBatches(e["train_videos"], 32, 0))
               != int(e["logged"]["steps_per_epoch"])]
     assert differ == ["few-shot/ssv2/2.txt"]
@@ -162,7 +161,6 @@ def test_only_ssv2_two_shot_needs_the_padding():
 
 def test_logged_numbers_are_beside_the_recipe():
     """protocols.json holds the authors' logged top-1 of every run the fixture names, found by recipe.py."""
-    import recipe
     for e in RUNS:
         r = e["run"]
         row = recipe.logged_numbers("paper", r["protocol"], r["dataset"], r.get("shots"), r["split"])
@@ -177,7 +175,6 @@ def paper_inputs(tmp_path, monkeypatch, run, names, lines, test_lines=None):
     """A made-up checkout with the two clones the recipe reads (under tmp_path/paper): the run's training list
     (`lines`, '<path> <label>'), its test list and label CSV (`names`), and the authors' description files.
     Returns the recipe's argv with the data root."""
-    import recipe
     monkeypatch.setattr(recipe, "HERE", str(tmp_path))
     argv = command(run) + ["--data-root", str(tmp_path / "data")]
     c = json.loads(subprocess_free_config(argv))
@@ -197,8 +194,15 @@ def paper_inputs(tmp_path, monkeypatch, run, names, lines, test_lines=None):
 
 def subprocess_free_config(argv):
     """--print-config's JSON, without touching stdout capture."""
-    import recipe
-    return recipe.config(train.parse_args(argv + ["--print-config"]))
+    return settings.config(train.parse_args(argv + ["--print-config"]))
+
+
+def training_set(args, resolution=32):
+    """The training set train.main builds from these arguments (at random-tiny's resolution, CLIP's mean and std)."""
+    reader, lists = settings.data_source(args)
+    return train.training_set(args.dataset, reader, args.data_root, lists, args.protocol, args.split, args.shots,
+                              args.seed, args.frames, resolution, transforms.CLIP_MEAN, transforms.CLIP_STD,
+                              args.flip, args.jitter, args.class_text)
 
 
 def gradient_video(path, n=12, w=64, h=48):
@@ -223,7 +227,6 @@ def gradient_video(path, n=12, w=64, h=48):
 def test_ucf101_prompt_under_the_recipe_and_by_default(tmp_path, monkeypatch):
     """The text the encoder reads for a UCF101 class: "a photo of a ApplyEyeMakeup." under the recipe (the
     label CSV's name as written, the logs' CTX_INIT), "a video of Apply Eye Makeup." by default."""
-    import batches
     gradient_video(str(tmp_path / "data" / "v.avi"))
     names = ["ApplyEyeMakeup", "YoYo"]
     argv, c = paper_inputs(tmp_path, monkeypatch, dict(protocol="few-shot", dataset="ucf101", shots=2, split=1),
@@ -233,14 +236,12 @@ def test_ucf101_prompt_under_the_recipe_and_by_default(tmp_path, monkeypatch):
                                           c["train_list"], "--test-list", c["test_list"], "--labels-csv",
                                           c["labels_csv"]]),
                         ["a video of Apply Eye Makeup.", "a video of Yo Yo."])):
-        classnames = batches.training_set(args, 32).classnames
+        classnames = training_set(args).classnames
         assert prompts.class_prompts(classnames, args.prompt) == want
         assert torch.equal(prompts.class_tokens(classnames, 32, args.prompt), clip.tokenize(want, 32))
 
 
 def test_ssv2_clip_is_mirrored_under_the_recipe_never_by_default(tmp_path, monkeypatch):
-    import batches
-    import data
     gradient_video(str(tmp_path / "data" / "v.avi"))
     argv, c = paper_inputs(tmp_path, monkeypatch, dict(protocol="few-shot", dataset="ssv2", shots=2, split=1),
                            [f"class {i}" for i in range(4)], [f"v.avi {i // 2}" for i in range(8)])
@@ -248,7 +249,7 @@ def test_ssv2_clip_is_mirrored_under_the_recipe_never_by_default(tmp_path, monke
                "--test-list", c["test_list"], "--labels-csv", c["labels_csv"]]
     mirrored = {}
     for name, args in (("recipe", train.parse_args(argv)), ("default", train.parse_args(default))):
-        items = batches.SeededItems(batches.training_set(args, 32), args.seed)
+        items = batches.SeededItems(training_set(args), args.seed)
         falls = []
         for epoch in range(12):
             (clip_, _), _ = items[(epoch, 0)]                       # uint8 (T, 3, r, r), before the photometric
@@ -262,8 +263,6 @@ def test_ssv2_clip_is_mirrored_under_the_recipe_never_by_default(tmp_path, monke
 def test_colour_jitter_per_frame_under_the_recipe_per_clip_by_default(tmp_path, monkeypatch):
     """Two frames of one clip: a different jitter each under the recipe (ViFi-CLIP's per-frame ColorJitter), the
     same by default; grayscale and the jitter's on/off coin stay one draw per clip."""
-    import batches
-    import data
     from torchvision import tv_tensors
     gradient_video(str(tmp_path / "data" / "v.avi"))
     argv, c = paper_inputs(tmp_path, monkeypatch, dict(protocol="few-shot", dataset="hmdb51", shots=2, split=1),
@@ -273,12 +272,12 @@ def test_colour_jitter_per_frame_under_the_recipe_per_clip_by_default(tmp_path, 
     frame = torch.arange(3 * 32 * 32, dtype=torch.float32).remainder(251).to(torch.uint8).view(3, 32, 32)
     video = tv_tensors.Video(frame.expand(4, 3, 32, 32).clone())     # 4 identical frames (T, 3, H, W)
     for args, per_frame in ((train.parse_args(argv), True), (train.parse_args(default), False)):
-        transform = batches.training_set(args, 32).transform
+        transform = training_set(args).transform
         jittered = 0
         for seed in range(6):
-            data.seed_everything(seed)
+            batches.seed_everything(seed)
             clip_, params = transform(video)
-            out = data.photometric(clip_[None], params[None])[0]      # (T, 3, r, r)
+            out = transforms.photometric(clip_[None], params[None])[0]      # (T, 3, r, r)
             same = [torch.equal(out[0], out[t]) for t in range(1, 4)]
             on = bool(params[..., 0].max() > 0)
             assert (params[..., 0] == params.reshape(-1, params.shape[-1])[0, 0]).all()  # one coin per clip
@@ -293,7 +292,6 @@ def test_colour_jitter_per_frame_under_the_recipe_per_clip_by_default(tmp_path, 
 def test_ssv2_two_shot_steps_per_epoch_on_348_videos(tmp_path, monkeypatch):
     """The logged SSv2 2-shot run: 348 videos, 11 steps an epoch (8 processes' DistributedSampler padding to 352,
     batches of 4 per process with drop_last); the recipe gives 11 on 1 process and on 8, the default 10."""
-    import batches
     argv, c = paper_inputs(tmp_path, monkeypatch, dict(protocol="few-shot", dataset="ssv2", shots=2, split=1),
                            [f"class {i}" for i in range(174)], [f"v{i}.avi {i // 2}" for i in range(348)])
     for i in range(348):
@@ -302,10 +300,11 @@ def test_ssv2_two_shot_steps_per_epoch_on_348_videos(tmp_path, monkeypatch):
     default = ["--dataset", "ssv2", "--data-root", c["data_root"], "--train-list", c["train_list"],
                "--test-list", c["test_list"], "--labels-csv", c["labels_csv"]]
     for args, steps in ((train.parse_args(argv), 11), (train.parse_args(default), 10)):
-        train_set = batches.training_set(args, 32)
+        train_set = training_set(args)
         assert len(train_set) == 348
         for world in (1, 8):
-            sampler, _ = batches.loader(train_set, args, 0, world, torch.device("cpu"))
+            sampler, _ = batches.loader(train_set, args.batch_size, args.seed, 0, 0, world, pin_memory=False,
+                                        padding=args.epoch_padding)
             assert len(sampler) == len(list(sampler)) == steps
             assert all(len(b) == 32 // world for b in sampler)
     # The padded epoch repeats its own first videos: every video at least once, 4 twice.
