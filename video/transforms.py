@@ -6,7 +6,7 @@ grayscale and CLIP normalisation for training; a short-side resize and 1 or 3 cr
 torchvision.transforms.v2; the colour jitter is written out here so that it runs batched, each clip with its own
 draws (photometric), or each frame with its own (per_frame=True, ViFi-CLIP's datasets/pipeline.py ColorJitter,
 which runs torchvision's ColorJitter image by image: `--jitter frame`, the authors' pipeline). Which frames a clip
-holds is video.py's (sample_indices); data.py applies these.
+holds is video/decode.py's (sample_indices); data.py applies these.
 
 Shape legend: B clips, T frames, H x W pixels, r the model's resolution.
 """
