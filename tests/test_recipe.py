@@ -311,3 +311,26 @@ def test_ssv2_two_shot_steps_per_epoch_on_348_videos(tmp_path, monkeypatch):
     sampler = batches.GlobalBatches(348, 32, 2048, padding=8)
     seen = [i for b in sampler for _, i in b]
     assert len(seen) == 352 and set(seen) == set(range(348)) and seen[348:] == seen[:4]
+
+
+def test_one_epoch_under_the_recipe_end_to_end(tmp_path, monkeypatch):
+    """train.py under the recipe on a made-up UCF101 list (a tiny random ViCLIP typed over the recipe's): the text
+    encoder reads the authors' prompts, the epoch has the padded number of steps, and results.json records the
+    settings beside the recipe."""
+    gradient_video(str(tmp_path / "data" / "v.avi"))
+    names = ["ApplyEyeMakeup", "YoYo", "Archery", "BabyCrawling", "Biking"]
+    argv, _ = paper_inputs(tmp_path, monkeypatch, dict(protocol="few-shot", dataset="ucf101", shots=2, split=1),
+                           names, [f"v.avi {i // 2}" for i in range(10)])
+    read = []
+    class_tokens = prompts.class_tokens
+    monkeypatch.setattr(prompts, "class_tokens", lambda names_, length, template: (
+        read.append(prompts.class_prompts(names_, template)), class_tokens(names_, length, template))[1])
+    out = tmp_path / "run"
+    train.main(argv + ["--clip", "random-ViCLIP-tiny", "--blocks", "2-4", "--rank", "8", "--epochs", "1",
+                       "--batch-size", "4", "--workers", "0", "--clips", "1", "--crops", "1", "--output", str(out)])
+    assert read and all(r == [f"a photo of a {n}." for n in names] for r in read)  # training and the test
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["scheduler"]["step"] == 4  # 10 videos padded to 16, batches of 4 (10 // 4 = 2 without)
+    record = json.loads((out / "results.json").read_text())
+    assert (record["recipe"], record["prompt"], record["class_text"], record["flip"], record["jitter"],
+            record["epoch_padding"]) == ("paper", "a photo of a {class}.", "as-written", "on", "frame", 8)
