@@ -100,8 +100,8 @@ class TemporalAttention(nn.Module):
     This project's own module, not the paper's: the paper's temporal module is a 3-D convolution with kernel
     (3, 1, 1), TemporalConv below. Queries and keys are small projections r -> r/4 of h + a learned temporal
     position embedding (T, r); the values a low-rank map r -> r/4 -> r of h. W_up that follows serves as the output
-    projection, so there is no other. Cost: T*r + 3*(r*r/4 + r/4) + r*r/4 + r parameters per block (68,032 at
-    r = 256, T = 8: 9.49M trainable with r 256 in blocks 1-12, 0.78M more than the conv module's 8.71M, the paper's
+    projection, so there is no other. Cost: T*r + 4*r*r/4 + 2*r/4 + r parameters per block (67,968 at r = 256,
+    T = 8: 9.49M trainable with r 256 in blocks 1-12, 0.78M more than the conv module's 8.71M, the paper's
     largest count, and 7.6% of ViT-B/16's 124.3M where the paper reports 2-7%; a full r x r value map would make it
     9.88M). Two parts carry frame order: the position
     embedding (without it attention is permutation-equivariant and the frame-mean would ignore the order) and the
@@ -114,7 +114,9 @@ class TemporalAttention(nn.Module):
         super().__init__()
         self.pos = nn.Parameter(torch.empty(num_frames, rank))  # (T, r)
         self.query = nn.Linear(rank, rank // 4)
-        self.key = nn.Linear(rank, rank // 4)
+        # No key bias: q . (W_k x + b_k) adds the same q . b_k to every key of a row, which softmax cancels, so
+        # b_k would get a true gradient of 0 and AdamW would turn its rounding noise into lr-sized steps.
+        self.key = nn.Linear(rank, rank // 4, bias=False)
         # Low rank (r/4) rather than a full r x r map: 4x fewer parameters; no nonlinearity between the two.
         self.value = nn.Sequential(nn.Linear(rank, rank // 4), nn.Linear(rank // 4, rank))
 
@@ -228,7 +230,8 @@ class MSTA(nn.Module):
         for m in self.adapters.modules():
             if isinstance(m, (nn.Linear, nn.Conv1d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, TemporalAttention):
                 nn.init.normal_(m.pos, std=0.02)
 
@@ -309,6 +312,9 @@ class MSTA(nn.Module):
 
     def load_trainable_state_dict(self, state_dict):
         """Load trainable_state_dict() output; every adapter key must be present and nothing else."""
+        # Checkpoints written before the key bias was removed hold temporal.key.bias: it never changed a logit (see
+        # TemporalAttention), so it is dropped.
+        state_dict = {k: v for k, v in state_dict.items() if not k.endswith(".temporal.key.bias")}
         stray = [k for k in state_dict if not k.startswith("adapters.")]
         if stray:
             raise KeyError(f"not adapter keys: {stray[:5]}")

@@ -64,15 +64,15 @@ class VideoDataset(Dataset):
     """
 
     def __init__(self, name, items, classnames, num_frames=8, train=True, resolution=224, views=(1, 1), flip=True,
-                 missing=0, mean=CLIP_MEAN, std=CLIP_STD, defer_photometric=False):
+                 missing=0, mean=CLIP_MEAN, std=CLIP_STD, defer_photometric=False, jitter="clip"):
         self.name, self.items, self.classnames, self.missing = name, items, list(classnames), missing
         self.num_frames, self.train, self.views = num_frames, train, (1, 1) if train else tuple(views)
         if not train:
             self.transform = TestTransform(resolution, self.views[1], mean, std)
         elif defer_photometric:  # the worker returns (uint8 clip, photometric params), see video.WorkerTransform
-            self.transform = WorkerTransform(resolution, flip)
+            self.transform = WorkerTransform(resolution, flip, per_frame=jitter == "frame")
         else:
-            self.transform = train_transform(resolution, flip, mean, std)
+            self.transform = train_transform(resolution, flip, mean, std, per_frame=jitter == "frame")
         self._broken = multiprocessing.RawArray("b", max(len(items), 1))  # inherited by forked/spawned workers
         self._by_class = defaultdict(list)
         for i, (_, label) in enumerate(items):
@@ -131,7 +131,7 @@ class VideoDataset(Dataset):
 
 def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_frames=8, train=True,
                   resolution=224, views=(1, 1), subset=None, flip=None, mean=CLIP_MEAN, std=CLIP_STD,
-                  defer_photometric=False, **lists):
+                  defer_photometric=False, jitter="clip", class_text="words", **lists):
     """A Dataset for one side (train=True/False) of a protocol; see the module docstring for the protocols.
 
     split: official split 1-3 (UCF101/HMDB51 lists; the K600 zero-shot test set; 1 in published few-shot and
@@ -140,6 +140,9 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
     resolution, mean, std: the model's input size and pixel normalisation (train.py reads them from the model).
     views=(clips, crops) for testing.
     flip: horizontal flips in training; None means all datasets but SSv2 (pass False for SSv2 given as lists).
+    jitter: colour jitter drawn once per "clip" (this project's default) or per "frame" (ViFi-CLIP's pipeline).
+    class_text: "words" or "as-written", how label CSVs, classInd.txt and class folders become class-name text
+    (video/layouts.py).
     defer_photometric: training items are (uint8 clip, photometric params) for transforms.photometric on the batch.
     lists: train_list=, test_list=, labels_csv= for name="list" (paths relative to root); for base2novel also
     novel_list=, novel_labels_csv=, the novel test set with its own label list. ViFi-CLIP publishes exactly these:
@@ -170,7 +173,7 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
         from video import kinetics600  # the published test sets, resolved wherever the download holds each video
         classes, items, videos = kinetics600.zero_shot(root, split)
     else:
-        classes, items, videos = read_part(name, root, split, "train" if train else "test", lists)
+        classes, items, videos = read_part(name, root, split, "train" if train else "test", lists, class_text)
     subset = range(len(classes))
     if half is not None and name != "list":  # (a list holds its half's classes only, labelled by its own CSV)
         facts = protocol_facts().get(name, {}).get("base")
@@ -197,16 +200,17 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
         items = draw_shots([(p, label) for p, label in items if p not in test], shots, seed, classnames)
     flip = name != "ssv2" if flip is None else flip  # SSv2 labels say left/right: never mirror them
     return VideoDataset(name, items, classnames, num_frames, train, resolution, views, flip=flip, missing=missing,
-                        mean=mean, std=std, defer_photometric=defer_photometric)
+                        mean=mean, std=std, defer_photometric=defer_photometric, jitter=jitter)
 
 
-def class_names(name, root=None, **lists):
+def class_names(name, root=None, class_text="words", **lists):
     """The class-name text of a whole dataset, in its published label order (protocol subsets are taken from it):
-    the offline demo's classes, or those of a dataset's layout or list files under root (video/layouts.py). Raises
-    DatasetError (one line: layout and download source) when the root does not hold the dataset."""
+    the offline demo's classes, or those of a dataset's layout or list files under root (video/layouts.py), their
+    names written as class_text says. Raises DatasetError (one line: layout and download source) when the root does
+    not hold the dataset."""
     if canonical(name, DATASET_ALIASES) == "synthetic":
         return list(SYNTHETIC_CLASSES)
-    return layouts.class_names(name, root, **lists)
+    return layouts.class_names(name, root, class_text, **lists)
 
 
 def draw_shots(items, shots, seed, classnames):

@@ -79,18 +79,19 @@ def collate_readable(batch):
 
 
 @torch.no_grad()
-def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, log=None, keep=False):
+def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, log=None, keep=False,
+             template=prompts.DEFAULT_TEMPLATE):
     """Top-1 / top-5 (%) of `model` on `dataset`, whose items are (V, T, 3, H, W) or (T, 3, H, W) videos.
     Under torchrun every rank scores its shard and the scores are gathered by video index. A video that cannot be
     read is left out of the metric, never replaced: videos = the number scored, skipped = those missing from disk
     plus those that failed to decode, over all ranks. keep=True adds "predictions", each video's scores as
-    harness/report.py writes them."""
+    harness/report.py writes them. template: the class prompt the run trained with (--prompt)."""
     model.eval()
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     with runs.autocast_for(device, precision):
         # At the backbone's context length (77 when it does not say, e.g. a test's stand-in backbone).
-        tokens = prompts.class_tokens(dataset.classnames, getattr(model.clip, "context_length", 77))
+        tokens = prompts.class_tokens(dataset.classnames, getattr(model.clip, "context_length", 77), template)
         text = model.encode_text(tokens.to(device))  # (C, E): once per label set
     sampler = Shard(len(dataset), rank, world)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
@@ -161,18 +162,20 @@ def test_sets(protocol, dataset, split, listed, final):
 
 
 def run_protocol(model, device, protocol, dataset, reader, root, lists, split, seed, frames, views, precision="fp32",
-                 batch_size=8, workers=0, log=None, final=True):
+                 batch_size=8, workers=0, log=None, final=True, class_text="words", template=prompts.DEFAULT_TEMPLATE):
     """Test `model` as `protocol` prescribes on `dataset` (read by `reader` from `root`, with `lists` for the
     "list" reader), with views = (clips, crops) per video: test_views() for the final test, (1, 1) for the quick
-    checks during training. Returns {"rows": [...], "summary": {...}, "views": "CxK", "predictions": [...]}."""
+    checks during training; class_text and template: the run's --class-text and --prompt. Returns {"rows": [...],
+    "summary": {...}, "views": "CxK", "predictions": [...]}."""
     rows, predictions = [], []  # predictions: the final test's per-video scores, one per row (harness/report.py)
     for row, name, row_protocol, row_split, subset in test_sets(protocol, dataset, split, reader == "list", final):
         test_set = data.build_dataset(name if reader != "list" else "list", root, row_protocol, row_split, seed=seed,
                                       num_frames=frames, train=False, subset=subset, views=views,
                                       resolution=model.clip.visual.input_resolution,
                                       mean=getattr(model.clip, "mean", transforms.CLIP_MEAN),  # CLIP's unless it says
-                                      std=getattr(model.clip, "std", transforms.CLIP_STD), **lists)
-        result = evaluate(model, test_set, device, precision, batch_size, workers, log, keep=final)
+                                      std=getattr(model.clip, "std", transforms.CLIP_STD), class_text=class_text,
+                                      **lists)
+        result = evaluate(model, test_set, device, precision, batch_size, workers, log, keep=final, template=template)
         if final:
             predictions.append(result.pop("predictions"))
             result["per_class"] = report.per_class(predictions[-1])
@@ -269,7 +272,8 @@ def parse_args(argv=None):
 
 def run_args(a, ckpt_args, device):
     """The settings one evaluation runs with: the checkpoint's, overridden by what evaluate.py was given."""
-    args = argparse.Namespace(**ckpt_args)
+    # The class text and prompt the run trained with (checkpoints older than those settings: the defaults).
+    args = argparse.Namespace(**{"prompt": prompts.DEFAULT_TEMPLATE, "class_text": "words", **ckpt_args})
     trained_on = args.dataset
     for key in ("dataset", "data_root", "protocol", "split", "shots", "frames", "clips", "crops"):
         if getattr(a, key) is not None:
@@ -294,11 +298,13 @@ def run_args(a, ckpt_args, device):
 
 
 @torch.no_grad()
-def classify(model, classnames, paths, device, frames, views, precision="fp32", top=5):
-    """Print the top-`top` classes of each video; returns the paths that could not be read (one line each)."""
+def classify(model, classnames, paths, device, frames, views, precision="fp32", top=5,
+             template=prompts.DEFAULT_TEMPLATE):
+    """Print the top-`top` classes of each video, asked with the run's prompt `template`; returns the paths that
+    could not be read (one line each)."""
     model.eval()
     with runs.autocast_for(device, precision):
-        tokens = prompts.class_tokens(classnames, getattr(model.clip, "context_length", 77))
+        tokens = prompts.class_tokens(classnames, getattr(model.clip, "context_length", 77), template)
         text = model.encode_text(tokens.to(device))                                           # (C, E)
     reader_ = data.VideoDataset("video", [], classnames, frames, train=False,
                                 resolution=model.clip.visual.input_resolution, views=views,
@@ -355,13 +361,13 @@ def main(argv=None):
             classnames = list(args.classnames)
         else:
             reader, lists = settings.data_source(args)
-            classnames = data.class_names(reader, args.data_root, **lists)
+            classnames = data.class_names(reader, args.data_root, args.class_text, **lists)
         default = VIEWS.get(args.dataset, (1, 1))
         views = (a.clips or default[0], a.crops or default[1])
         model = models.build_msta(args.clip, device, args.frames, args.rank, args.blocks, args.scale, args.temporal,
                                   args.seed)
         model.load_trainable_state_dict(plans[0][1]["adapters"])
-        if classify(model, classnames, a.video, device, args.frames, views, args.precision):
+        if classify(model, classnames, a.video, device, args.frames, views, args.precision, template=args.prompt):
             sys.exit(2)
         return None
     # Never over the training run's own results.json: one run -> <run>/eval-<dataset>-<protocol>/.
@@ -387,7 +393,8 @@ def main(argv=None):
         reader, lists = settings.data_source(args)
         result = run_protocol(model, device, args.protocol, args.dataset, reader, args.data_root, lists, args.split,
                               args.seed, args.frames, test_views(args.dataset, args.clips, args.crops),
-                              args.precision, args.eval_batch_size, args.workers, log, final=True)
+                              args.precision, args.eval_batch_size, args.workers, log, final=True,
+                              class_text=args.class_text, template=args.prompt)
         for r in result["rows"]:
             r["run"] = getattr(args, "output", "zero-shot CLIP")
         rows += result["rows"]

@@ -1,15 +1,19 @@
 """The text side of MSTA's training: class prompts and the LLM-written class descriptions (paper Sec. 3).
 
-class_tokens: the trainable branch's input, the template "a video of {class}." per class. Descriptions: each
-class's spatial and temporal sentences, read from our descriptions/<dataset>.json or from the authors' published
-{N}_{s|t}_description_{tag}.json files (load_descriptions), and encoded once by the frozen text branch into the
-targets D_s,c and D_t,c of the consistency loss L_CC (description_features; the loss itself is in losses.py).
+class_tokens: the trainable branch's input, a template per class: this project's "a video of {class}." by
+default (`--prompt`), or the authors' "a photo of a {class}." (`--recipe paper`: their logs' CTX_INIT "a photo of
+a", which MMA's text side completes to "<CTX_INIT> <class>.", Multi-Modal-Adapter trainers/mmadapter.py).
+Descriptions: each class's spatial and temporal sentences, read from our descriptions/<dataset>.json or from the
+authors' published {N}_{s|t}_description_{tag}.json files (load_descriptions), and encoded once by the frozen text
+branch into the targets D_s,c and D_t,c of the consistency loss L_CC (description_features; the loss itself is in
+losses.py).
 
 Shape legend: C classes, K descriptions per class, L text length, E embedding.
 """
 import glob
 import json
 import os
+import re
 
 import torch
 import torch.nn.functional as F
@@ -17,10 +21,18 @@ import torch.nn.functional as F
 import clip
 
 
-def class_tokens(classnames, context_length=77):
-    """The trainable branch's input: the template "a video of {class}." for each class -> (C, L), L the model's
-    context length (77 for CLIP, 32 for ViCLIP); a longer class name is cut, keeping the end token."""
-    return clip.tokenize([f"a video of {name}." for name in classnames], context_length, truncate=True)
+DEFAULT_TEMPLATE = "a video of {class}."  # this project's; the authors' runs read "a photo of a {class}."
+
+
+def class_prompts(classnames, template=DEFAULT_TEMPLATE):
+    """The text the trainable branch reads for each class: the template with {class} replaced by the name."""
+    return [template.replace("{class}", name) for name in classnames]
+
+
+def class_tokens(classnames, context_length=77, template=DEFAULT_TEMPLATE):
+    """The trainable branch's input: the template (default "a video of {class}.") for each class -> (C, L), L the
+    model's context length (77 for CLIP, 32 for ViCLIP); a longer class name is cut, keeping the end token."""
+    return clip.tokenize(class_prompts(classnames, template), context_length, truncate=True)
 
 
 @torch.no_grad()
@@ -76,11 +88,13 @@ def load_descriptions(dataset, classnames, num=2, folder="descriptions", all_cla
     if os.path.isfile(ours):
         with open(ours, encoding="utf-8") as f:
             table = json.load(f)
-        lookup = {name.lower(): entry for name, entry in table.items()}
-        missing = [c for c in classnames if c.lower() not in lookup]
+        # Keyed by letters and digits alone, so "ApplyEyeMakeup" (--class-text as-written) finds "Apply Eye Makeup".
+        key = lambda name: re.sub(r"[^a-z0-9]", "", name.lower())  # noqa: E731
+        lookup = {key(name): entry for name, entry in table.items()}
+        missing = [c for c in classnames if key(c) not in lookup]
         if missing:
             raise DescriptionError(f"{ours} has no descriptions for {len(missing)} class(es), e.g. {missing[:3]}")
-        rows = [lookup[c.lower()] for c in classnames]
+        rows = [lookup[key(c)] for c in classnames]
         return [r["spatial"][:num] for r in rows], [r["temporal"][:num] for r in rows]
 
     def pairs(suffix):  # N -> {kind: path} of complete pairs with N >= num: the authors publish N = 2, 4 and 8

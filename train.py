@@ -150,17 +150,20 @@ def fit_batch_size(batch_size, typed, videos, world, log):
     return batch_size
 
 
-def training_set(dataset, reader, root, lists, protocol, split, shots, seed, frames, resolution, mean, std):
+def training_set(dataset, reader, root, lists, protocol, split, shots, seed, frames, resolution, mean, std, flip=None,
+                 jitter="clip", class_text="words"):
     """The protocol's training videos at the model's resolution. Workers return uint8 clips and their photometric
     draws; the photometric half (with the model's mean and std) runs batched on the training device, in the loop.
-    No flips for SSv2, whose labels say left and right, also when it comes as list files (data.py cannot tell
-    from the lists)."""
+    flip: "on" or "off" (--flip); None: off for SSv2, whose labels say left and right, also when it comes as list
+    files (data.py cannot tell from the lists), on otherwise; --recipe paper: on for every dataset. jitter: per
+    "clip" or per "frame"; class_text: "words" or "as-written" (video/layouts.py)."""
+    flip = ("off" if dataset == "ssv2" else "on") if flip is None else flip
     return data.build_dataset(reader, root, protocol, split, shots=shots, seed=seed, num_frames=frames, train=True,
-                              resolution=resolution, flip=dataset != "ssv2", mean=mean, std=std,
-                              defer_photometric=True, **lists)
+                              resolution=resolution, flip=flip == "on", mean=mean, std=std,
+                              defer_photometric=True, jitter=jitter, class_text=class_text, **lists)
 
 
-def read_descriptions(dataset, reader, root, protocol, classnames, num, where):
+def read_descriptions(dataset, reader, root, protocol, classnames, num, where, class_text="words"):
     """The training classes' (spatial, temporal) description sentences for L_CC (prompts.load_descriptions).
     where: for --dataset folder, the .json file; else the folder of our <dataset>.json or the authors' files. The
     authors' files are keyed by class index: from an official layout, of the dataset's full class list
@@ -170,7 +173,7 @@ def read_descriptions(dataset, reader, root, protocol, classnames, num, where):
         name, folder = os.path.splitext(os.path.basename(where))[0], os.path.dirname(where)
         return prompts.load_descriptions(name, classnames, num, folder)
     listed = reader == "list"
-    full = None if listed else data.class_names(dataset, root)
+    full = None if listed else data.class_names(dataset, root, class_text)
     return prompts.load_descriptions(dataset, classnames, num, where, all_classnames=full,
                                      subset="base" if listed and protocol == "base2novel" else None)
 
@@ -231,7 +234,7 @@ def main(argv=None):
                               args.seed)
     train_set = training_set(args.dataset, reader, args.data_root, lists, args.protocol, args.split, args.shots,
                              args.seed, args.frames, model.clip.visual.input_resolution, model.clip.mean,
-                             model.clip.std)
+                             model.clip.std, args.flip, args.jitter, args.class_text)
     classnames = args.classnames = list(train_set.classnames)  # saved with the run: evaluate.py --video uses them
     log(f"data: {len(train_set)} training videos, {len(classnames)} classes ({args.dataset}, {args.protocol}"
         f"{f', {args.shots} shots' if args.shots else ''}, split {args.split})")
@@ -243,7 +246,7 @@ def main(argv=None):
         args.alpha = 0.0
     elif args.alpha:
         descriptions = read_descriptions(args.dataset, reader, args.data_root, args.protocol, classnames,
-                                         args.num_descriptions, args.descriptions)
+                                         args.num_descriptions, args.descriptions, args.class_text)
     # Arguments and data are checked: from here on the run folder is written.
     if rank == 0:
         if args.overwrite:
@@ -252,7 +255,7 @@ def main(argv=None):
         log.open(os.path.join(args.output, "log.txt"), append=args.resume)
     _INTERRUPTED = resume_hint(args.output, argv, 0)
     sampler, loader = batches.loader(train_set, args.batch_size, args.seed, args.workers, rank, world,
-                                     pin_memory=device.type == "cuda")
+                                     pin_memory=device.type == "cuda", padding=args.epoch_padding)
 
     # ---- model and text: class prompts, and the frozen description features, computed once --------------------
     if args.clip.startswith("random-"):
@@ -262,7 +265,7 @@ def main(argv=None):
     log(f"MSTA r={args.rank} blocks {args.blocks[0]}-{args.blocks[1]} temporal={args.temporal}: "
         f"{adapters.format_counts(*counts)}")
     context = model.clip.context_length  # 77 for CLIP, 32 for ViCLIP: every text is tokenized at the model's own
-    tokens = prompts.class_tokens(classnames, context).to(device)                              # (C, L)
+    tokens = prompts.class_tokens(classnames, context, args.prompt).to(device)                 # (C, L)
     targets = None if descriptions is None else prompts.encode_descriptions(model, descriptions, context)
     model.checkpoint_blocks = args.grad_checkpointing
     step_fn = TrainStep(model)
@@ -291,7 +294,8 @@ def main(argv=None):
     # The protocol's test sets, read by the quick checks during training (one view) and the final test.
     test = dict(protocol=args.protocol, dataset=args.dataset, reader=reader, root=args.data_root, lists=lists,
                 split=args.split, seed=args.seed, frames=args.frames, precision=args.precision,
-                batch_size=getattr(args, "eval_batch_size", 8), workers=args.workers, log=log)
+                batch_size=getattr(args, "eval_batch_size", 8), workers=args.workers, log=log,
+                class_text=args.class_text, template=args.prompt)
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     meter = runs.Meter(args.epochs, len(sampler), start_epoch, device, distributed, log)
@@ -340,6 +344,7 @@ def main(argv=None):
     if rank == 0:
         record = runs.result_record(results, args.dataset, args.protocol, args.shots, args.split, args.seed,
                                     args.epochs, args.recipe, dict(
+                                        **{k: getattr(args, k) for k in settings.TEXT_AND_DATA},
                                         trainable_params=counts[0], backbone_params=counts[1], history=history,
                                         train_seconds=time.time() - meter.t_start, args=vars(args)))
         finish(args.output, record, results, history, args.epochs, log)
@@ -398,6 +403,12 @@ def parse_args(argv=None):
     p.add_argument("--novel-list", default=None, help="base2novel from lists: the novel classes' test list")
     p.add_argument("--novel-labels-csv", default=None, help="base2novel from lists: the novel classes' CSV")
     p.add_argument("--num-descriptions", type=int, default=2, help="descriptions of each kind per class")
+    p.add_argument("--prompt", default=prompts.DEFAULT_TEMPLATE, help="what the trainable text branch reads for "
+                   "each class, {class} standing for its name (default: '%(default)s', this project's; --recipe "
+                   "paper: 'a photo of a {class}.', the authors')")
+    p.add_argument("--class-text", default="words", choices=layouts.CLASS_TEXTS, help="class names from a label "
+                   "CSV, classInd.txt or class folders: split into words ('Apply Eye Makeup', the default) or "
+                   "as written ('ApplyEyeMakeup', what the authors' pipeline reads; --recipe paper)")
     p.add_argument("--descriptions", default="descriptions", help="folder of <dataset>.json (ours) or of the "
                    "authors' {N}_{s|t}_description_{ucf_101|hmdb|k400|k600|ssv2}[_base|_novel].json files; for "
                    "--dataset folder: a .json file (default: <data-root>/descriptions.json if present, else L_CC "
@@ -410,6 +421,14 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of AdamW, reached after the "
                    f"warm-up, then cosine decay to --min-lr (default: 1e-3, the paper's; {synthetic('lr')})")
     p.add_argument("--min-lr", type=float, default=1e-5)
+    p.add_argument("--flip", default=None, choices=("on", "off"), help="random horizontal flips in training "
+                   "(default: on, but off for ssv2, whose labels say left and right; --recipe paper: on for every "
+                   "dataset, as the authors' runs)")
+    p.add_argument("--jitter", default="clip", choices=("clip", "frame"), help="colour jitter drawn once per clip "
+                   "(the default) or for every frame (ViFi-CLIP's pipeline; --recipe paper)")
+    p.add_argument("--epoch-padding", type=int, default=1, help="lengthen each epoch's order to a multiple of N by "
+                   "repeating its first videos before cutting it into batches (default: 1, no padding; --recipe "
+                   "paper: 8, the authors' 8 processes, which gives their steps per epoch on any number of GPUs)")
     p.add_argument("--weight-decay", type=float, default=1e-3)
     p.add_argument("--workers", type=int, default=batches.default_workers(),
                    help="data loader processes (default: the CPU cores this process may use)")

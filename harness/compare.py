@@ -5,8 +5,10 @@ the settings that differ between the runs, and groups the runs that differ only 
 reports base-to-novel and zero-shot numbers as means over three seeds or splits (Sec. 4.1), and its tables are
 ablations that change one setting at a time. Prints one markdown table, a row per group: the settings that
 differ, n, and each test set's top-1 and top-5 as mean ± std over the group; writes the same table to a file
-(compare.md by default). A folder that is no finished run (no results.json yet, or an unreadable one) is skipped
-with one line on stderr.
+(compare.md by default). Beside a run made with `--recipe paper` stand the authors' logged top-1 for the same
+protocol, dataset, shots and split (last epoch and best; base2novel also novel), read from the recipe's table
+(protocols.json "recipes" -> "logged", recipe.logged_numbers): "does my number match the paper?" in one table.
+A folder that is no finished run (no results.json yet, or an unreadable one) is skipped with one line on stderr.
 
 std is the population standard deviation (ddof=0), the one evaluate.summarize gives a zero-shot run's three
 splits, so the same numbers get the same spread wherever the project prints one.
@@ -16,6 +18,8 @@ import os
 import statistics
 import sys
 from collections import defaultdict
+
+from harness import recipe
 
 DEFAULT_OUTPUT = "compare.md"
 # The first line of every file written here: such a file may be rewritten, any other is the user's and is not.
@@ -55,7 +59,8 @@ def read_run(path):
     try:
         if not record["rows"]:
             raise KeyError("rows")
-        return dict(name=os.path.normpath(folder), settings=settings(record), metrics=metrics(record))
+        return dict(name=os.path.normpath(folder), settings=settings(record),
+                    metrics={**metrics(record), **logged(record)})
     except (KeyError, TypeError, AttributeError, ValueError):  # a JSON file of another shape
         raise RunError(f"{file} is not a results.json of train.py or evaluate.py (no test rows)") from None
 
@@ -98,6 +103,24 @@ def metrics(record):
     return out
 
 
+LOGGED = {"last": "authors' last top-1", "best": "authors' best top-1", "novel": "authors' novel top-1"}
+
+
+def logged(record):
+    """{column: the authors' logged top-1} for a run made with --recipe: the logged run of the same protocol,
+    dataset, shots and split ({} for other runs, and for a recipe run the authors did not log)."""
+    args = record.get("args") or record.get("run_args") or {}
+    name = record.get("recipe") or args.get("recipe")
+    key = [args.get(k, record.get(k)) for k in ("protocol", "dataset", "shots", "split")]
+    if not name or None in key[:2]:
+        return {}
+    try:
+        row = recipe.logged_numbers(name, *key)
+    except KeyError:  # a recipe this version does not know
+        return {}
+    return {column: float(row[k]) for k, column in LOGGED.items() if row and k in row}
+
+
 def group(runs):
     """(groups, differing): runs grouped by every differing setting except GROUPED, in the order given."""
     keys = list(dict.fromkeys(k for r in runs for k in r["settings"]))
@@ -132,6 +155,11 @@ def table(runs):
         lines.append(f"| {i} | " + " | ".join(cells) + " |")
     lines += ["", "Mean ± population std (ddof=0) over the n runs of a row, which differ only in "
               f"{' or '.join(GROUPED)}; top-1 and top-5 in %."]
+    if any(c in columns for c in LOGGED.values()):
+        lines += ["The authors' columns: their logged top-1 of the same protocol, dataset, shots and split, beside "
+                  "each --recipe paper run (protocols.json; a row's mean is over the same splits): last = after the "
+                  "last epoch, as this project reports; best = the best of their 11 test evaluations; base2novel: "
+                  "base classes, novel with the best base epoch's weights."]
     lines += [f"- row {i}: {', '.join(r['name'] for r in g)}" for i, g in enumerate(groups, 1)]
     same = {k: v for k, v in runs[0]["settings"].items() if k not in differing and v != "-"}
     if same:

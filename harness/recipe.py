@@ -13,6 +13,7 @@ import prompts
 from video import layouts
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project root, where paper/ is cloned
+PATHS = ("train_list", "test_list", "labels_csv", "novel_list", "novel_labels_csv", "descriptions")
 
 
 class RecipeError(layouts.DatasetError):
@@ -43,7 +44,8 @@ def values(name, protocol, dataset, shots, split):
                           f"{', '.join(map(str, row['split']))}, not {split}")
     where = {k: os.path.join(HERE, v) for k, v in recipe["where"].items()}
     merged = {**recipe["all"], **{k: v for k, v in row.items() if k not in ("shots", "split")}}
-    return {k: v.format(shots=shots, split=split, **where) if isinstance(v, str) else v for k, v in merged.items()}
+    # Paths are filled in; other strings stay as written (the prompt's {class} is where the class name goes).
+    return {k: v.format(shots=shots, split=split, **where) if k in PATHS else v for k, v in merged.items()}
 
 
 def authors_descriptions(folder, dataset, protocol, num):
@@ -59,3 +61,13 @@ def check_files(name, paths):
         get = " && ".join(table(name)["get"])
         raise RecipeError(f"--recipe {name} needs {absent[0]} (and {len(absent) - 1} more file(s)): get "
                           f"ViFi-CLIP's lists and the authors' descriptions with: cd {HERE} && {get}")
+
+
+def logged_numbers(name, protocol, dataset, shots, split):
+    """The authors' logged top-1 of the run that recipe `name` reproduces for (protocol, dataset, shots, split):
+    {"last", "best"[, "novel"], "log"} from protocols.json (see its "logged_about"), or None when none was logged."""
+    shots = None if protocol == "base2novel" else shots  # base-to-novel: the 16-shot draw is the split
+    for row in table(name).get("logged", []):
+        if (row["protocol"], row["dataset"], row.get("shots"), row["split"]) == (protocol, dataset, shots, split):
+            return row
+    return None

@@ -9,6 +9,7 @@ default run folder after every setting that changes results. data_source(args) s
 """
 import json
 import os
+import re
 
 import torch
 
@@ -41,9 +42,13 @@ DEMO = dict(rank=8, blocks="1-4", epochs=16, warmup=1, batch_size=8, clip="rando
 # Settings that change results but are not part of the default run-folder name (which always carries dataset,
 # protocol, shots, backbone, temporal, rank, blocks, split and seed): added to the name when typed, e.g. "-lr0.01".
 LIST_FILES = ("train_list", "test_list", "labels_csv", "novel_list", "novel_labels_csv")  # the "list" reader's files
+# The class text and the training data's order and augmentation, which --recipe paper sets to the authors' pipeline:
+# results.json carries them at its top, beside the recipe.
+TEXT_AND_DATA = ("prompt", "class_text", "flip", "jitter", "epoch_padding")
 NAME_EXTRAS = (("frames", "f"), ("epochs", "ep"), ("warmup_epochs", "warm"), ("batch_size", "bs"), ("lr", "lr"),
                ("min_lr", "minlr"), ("weight_decay", "wd"), ("scale", "scale"), ("alpha", "alpha"),
-               ("num_descriptions", "desc"), ("precision", ""))
+               ("num_descriptions", "desc"), ("precision", ""), ("class_text", "names-"), ("flip", "flip-"),
+               ("jitter", "jitter-"), ("epoch_padding", "pad"))
 
 
 def resolve(args):
@@ -93,6 +98,13 @@ def resolve(args):
         if key not in ("rank", "blocks", "epochs", "warmup", "batch_size") and key not in args.explicit:
             setattr(args, key, value)
     args.blocks = parse_blocks(args.blocks)
+    if args.flip is None:  # SSv2's labels say left and right ("Pushing something from left to right")
+        args.flip = "off" if args.dataset == "ssv2" else "on"
+    if args.prompt.count("{class}") != 1:
+        raise UsageError(f"--prompt {args.prompt!r}: must hold {{class}} once, where the class name goes, e.g. "
+                         "'a video of {class}.'")
+    if args.epoch_padding < 1:
+        raise UsageError(f"--epoch-padding {args.epoch_padding}: must be at least 1 (1: no padding)")
     for name in ("frames", "rank", "epochs", "batch_size", "num_descriptions"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
@@ -153,6 +165,8 @@ def run_name(args):
               f"b{args.blocks[0]}-{args.blocks[1]}", f"split{args.split}", f"seed{args.seed}"]
     parts += [f"{short}{getattr(args, key):g}" if isinstance(getattr(args, key), float) else
               f"{short}{getattr(args, key)}" for key, short in NAME_EXTRAS if key in args.explicit]
+    if "prompt" in args.explicit:  # e.g. "a photo of a {class}." -> prompt-a_photo_of_a
+        parts.append("prompt-" + "_".join(re.findall(r"[A-Za-z0-9]+", args.prompt.replace("{class}", "C"))))
     if getattr(args, "recipe", None):
         parts.append(f"recipe-{args.recipe}")
     return "-".join(parts)

@@ -57,9 +57,11 @@ def test_paper_parameter_counts_conv_vit_b16(rank, blocks, expected):
 def test_attention_variant_count_and_format():
     model = MSTA(clip.build_random("random-ViT-B/16", device="meta"), rank=256, blocks=(1, 12), temporal="attn")
     trainable, backbone = parameter_counts(model)
-    # per block: the conv variant's 726,016 - 3,072 + position table 8 x 256 + query/key 2 x (256 x 64 + 64)
-    # + low-rank value (256 x 64 + 64) + (64 x 256 + 256): 0.78M more than the conv's 8.71M over 12 blocks
-    assert trainable == 12 * (726_016 - 3_072 + 8 * 256 + 3 * (256 * 64 + 64) + 64 * 256 + 256) == 9_491_712
+    # per block: the conv variant's 726,016 - 3,072 + position table 8 x 256 + query (256 x 64 + 64) + key
+    # (256 x 64, no bias: softmax cancels one) + low-rank value (256 x 64 + 64) + (64 x 256 + 256): 0.78M more than
+    # the conv's 8.71M over 12 blocks
+    assert trainable == 12 * (726_016 - 3_072 + 8 * 256 + 2 * (256 * 64 + 64) + 256 * 64 + 64 * 256 + 256) \
+        == 9_490_944
     assert format_counts(trainable, backbone) == "trainable 9.49M of 124.32M (7.6%)"
     assert format_counts(8_712_192, backbone) == "trainable 8.71M of 124.32M (7.0%)"
 
@@ -233,6 +235,26 @@ def test_trainable_state_dict_round_trip():
         other.load_trainable_state_dict({k: t for k, t in sd.items() if "shared" not in k})
     with pytest.raises(KeyError):  # nothing but adapter keys
         other.load_trainable_state_dict({**sd, "clip.logit_scale": torch.tensor(0.0)})
+
+
+def test_attention_key_bias_is_cancelled_by_softmax():
+    """Why TemporalAttention's key has no bias: adding any b_k to every key leaves every output as it was (softmax
+    removes q . b_k, the same for all keys of a row), so checkpoints that hold one load without it."""
+    model, v, tokens = tiny(), videos(), class_tokens()
+    assert all(m.key.bias is None for m in model.modules() if isinstance(m, adapters.TemporalAttention))
+    before = model(v, tokens)
+    for m in model.modules():
+        if isinstance(m, adapters.TemporalAttention):  # a key with a large random bias: the same logits
+            biased = torch.nn.Linear(m.key.in_features, m.key.out_features)
+            with torch.no_grad():
+                biased.weight.copy_(m.key.weight)
+                biased.bias.normal_(0, 3.0)
+            m.key = biased
+    torch.testing.assert_close(model(v, tokens), before, rtol=1e-5, atol=1e-5)
+    old = {**tiny().trainable_state_dict(), "adapters.1.temporal.key.bias": torch.ones(8)}  # an older checkpoint
+    fresh = tiny(seed=1)
+    fresh.load_trainable_state_dict(old)
+    torch.testing.assert_close(fresh(v, tokens), tiny()(v, tokens), rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------------------------------------- autocast

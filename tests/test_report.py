@@ -213,6 +213,38 @@ def test_compare_groups_seeds_and_shows_what_differs(tmp_path, capsys):
     assert f"row 1: {runs[0]}, {runs[1]}" in text and "lr 0.01" in text and "blocks 1-4" in text
 
 
+def recipe_run(folder, protocol, dataset, split, rows, shots=None):
+    """A finished --recipe paper run folder as train.py leaves it (made-up numbers): rows {row name: top-1}."""
+    args = dict(dataset=dataset, protocol=protocol, shots=shots, split=split, seed=2048, clip="ViCLIP-B/16",
+                temporal="conv", recipe="paper", output=str(folder))
+    os.makedirs(folder)
+    record = dict(dataset=dataset, protocol=protocol, shots=shots, split=split, recipe="paper", views="2x3",
+                  rows=[dict(row=r, top1=v, top5=99.0) for r, v in rows.items()], summary=dict(top1=0.0),
+                  args=args)
+    (folder / "results.json").write_text(json.dumps(record))
+    return str(folder)
+
+
+def test_compare_puts_the_authors_logged_numbers_beside_recipe_runs(tmp_path, capsys):
+    """Beside each --recipe paper run: the authors' logged top-1 of the same protocol, dataset, shots and split,
+    last epoch and best (protocols.json); a base-to-novel row of three draws shows the mean of their three logs."""
+    runs = [recipe_run(tmp_path / "ssv2-2", "few-shot", "ssv2", 1, {"test": 8.0}, shots=2),
+            recipe_run(tmp_path / "hmdb-4", "few-shot", "hmdb51", 1, {"test": 60.0}, shots=4),
+            *[recipe_run(tmp_path / f"ucf-b2n-{s}", "base2novel", "ucf101", s, {"base": 95.0, "novel": 70.0})
+              for s in (1, 2, 3)],
+            fake_run(tmp_path / "plain", 50.0, 90.0)]
+    evaluate.main(["--compare", *runs, "--compare-output", str(tmp_path / "table.md")])
+    header, *rows = table_rows(capsys.readouterr().out)
+    cell = {row[header.index("dataset")]: dict(zip(header, row)) for row in rows}
+    assert (cell["ssv2"]["authors' last top-1"], cell["ssv2"]["authors' best top-1"]) == ("7.55", "9.10")
+    assert (cell["hmdb51"]["authors' last top-1"], cell["hmdb51"]["authors' best top-1"]) == ("62.07", "62.27")
+    assert cell["hmdb51"]["authors' novel top-1"] == "-"
+    ucf = cell["ucf101"]  # the mean of the three logs (s1, s2, s3) and their spread
+    assert ucf["n"] == "3" and ucf["authors' last top-1"].startswith("95.70 ± ")
+    assert ucf["authors' novel top-1"].startswith("72.98 ± ")
+    assert cell["synthetic"]["authors' last top-1"] == "-"  # no recipe: nothing beside it
+
+
 def test_compare_std_is_the_one_summarize_gives(tmp_path):
     """Three seeds of one setting: the spread equals evaluate.summarize's for three splits of a zero-shot run."""
     values = [52.0, 61.0, 58.5]

@@ -16,10 +16,10 @@ import torch
 PREFETCH = 4  # batches each loader worker keeps ready (torch's default is 2); measured: docs/performance.md
 
 
-def loader(train_set, batch_size, seed, workers, rank, world, pin_memory):
-    """(sampler, loader) of this process's share of every global batch of `batch_size` videos; set sampler.epoch
-    before each epoch."""
-    sampler = GlobalBatches(len(train_set), batch_size, seed, rank, world)
+def loader(train_set, batch_size, seed, workers, rank, world, pin_memory, padding=1):
+    """(sampler, loader) of this process's share of every global batch of `batch_size` videos, each epoch's order
+    padded to a multiple of `padding` (GlobalBatches); set sampler.epoch before each epoch."""
+    sampler = GlobalBatches(len(train_set), batch_size, seed, rank, world, padding)
     # Persistent workers: no worker start-up (and dataset copy) at every epoch. PREFETCH: see its comment.
     return sampler, torch.utils.data.DataLoader(
         SeededItems(train_set, seed), batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
@@ -29,15 +29,23 @@ def loader(train_set, batch_size, seed, workers, rank, world, pin_memory):
 class GlobalBatches(torch.utils.data.Sampler):
     """Each epoch: one seeded permutation, cut into global batches of --batch-size; rank r takes its own slice
     of every global batch. So N processes see exactly the videos one process would see, step for step, and the
-    (gradient-averaged) loss curve is the same whatever N is. The incomplete last batch is dropped."""
+    (gradient-averaged) loss curve is the same whatever N is. The incomplete last batch is dropped.
 
-    def __init__(self, n, global_batch, seed, rank=0, world=1):
+    padding > 1 (--epoch-padding; 8 under --recipe paper): the permutation is first lengthened to a multiple of
+    `padding` by repeating its first videos. With padding 8 and batch 32 this gives the steps per epoch of the
+    authors' runs, whatever N is here: they ran 8 processes, each with PyTorch's DistributedSampler (which pads the
+    shuffled order that way) and a loader of 4 videos per process with drop_last (ViFi-CLIP datasets/build.py),
+    so an epoch had floor(ceil(n / 8) / 4) steps: 11 for 348 videos, where n // 32 would be 10."""
+
+    def __init__(self, n, global_batch, seed, rank=0, world=1, padding=1):
         self.n, self.global_batch, self.seed, self.rank, self.world = n, global_batch, seed, rank, world
-        self.local = global_batch // world
+        self.local, self.padding = global_batch // world, padding
         self.epoch = 0
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch))
+        extra = -self.n % self.padding  # the first videos again, as DistributedSampler pads (all, several times over
+        order = torch.cat([order, order.repeat(extra // self.n + 1)[:extra]])  # when n < padding)
         for b in range(len(self)):
             start = b * self.global_batch + self.rank * self.local
             # The epoch travels with each index: persistent workers keep their own copy of the dataset, so an
@@ -45,7 +53,7 @@ class GlobalBatches(torch.utils.data.Sampler):
             yield [(self.epoch, i) for i in order[start:start + self.local].tolist()]
 
     def __len__(self):
-        return self.n // self.global_batch
+        return -(-self.n // self.padding) * self.padding // self.global_batch  # ceil(n / padding) * padding // batch
 
 
 class SeededItems(torch.utils.data.Dataset):

@@ -10,8 +10,10 @@ Class order: the published label lists (ViFi-CLIP's labels/*.csv, which its spli
 description files index), carried in protocols.json as "classes": UCF101 classInd order; HMDB51's own order,
 which is NOT sorted ("kick ball" before "kick", "sword exercise" before "sword"); Kinetics official names, sorted;
 SSv2 label-index order. A tree whose classes are not all published keeps its own order (classInd, sorted folder
-names, label index). Class-name text: UCF101 CamelCase split into words ("YoYo" -> "Yo Yo"), HMDB51 underscores
--> spaces, SSv2 templates without brackets.
+names, label index). Class-name text (class_text="words", the default): UCF101 CamelCase split into words ("YoYo"
+-> "Yo Yo"), HMDB51 underscores -> spaces, SSv2 templates without brackets. class_text="as-written" keeps the names
+of a label CSV, a classInd.txt or class folders as they are written there ("ApplyEyeMakeup"): what the authors'
+pipeline reads (ViFi-CLIP's labels/*.csv; `--class-text as-written`, which `--recipe paper` sets).
 """
 import csv
 import functools
@@ -131,7 +133,7 @@ def finder(top):
     return Finder(top)
 
 
-def _ucf101(root, split, part):
+def _ucf101(root, split, part, class_text="words"):
     lists = os.path.join(root, "ucfTrainTestlist")
     files = [os.path.join(lists, f) for f in ("classInd.txt", f"trainlist0{split}.txt", f"testlist0{split}.txt")]
     if not all(os.path.isfile(f) for f in files):
@@ -146,7 +148,7 @@ def _ucf101(root, split, part):
         if rel.split("/")[0].lower() not in label:
             fail("ucf101", root, f"{rel} in a split list names a class not in classInd.txt")
         items.append((videos.find(rel), label[rel.split("/")[0].lower()]))
-    return [re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name) for name in raw], items, videos
+    return [_class_text(name, class_text) for name in raw], items, videos
 
 
 def _hmdb51(root, split, part):
@@ -216,12 +218,18 @@ def _ssv2(root, part):
     return classes, items, videos
 
 
-def _class_text(name):
-    """A folder or CSV class name as prompt text: CamelCase split into words, underscores to spaces."""
+CLASS_TEXTS = ("words", "as-written")
+
+
+def _class_text(name, style="words"):
+    """A folder or CSV class name as prompt text: CamelCase split into words, underscores to spaces ("words"), or
+    the name as written ("as-written")."""
+    if style == "as-written":
+        return name
     return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).replace("_", " ")
 
 
-def _folder(root, part):
+def _folder(root, part, class_text="words"):
     """Your own videos, one folder per class: <root>/train/<class>/... and <root>/test/<class>/...; the classes
     are train/'s folders, sorted, and test/ may hold any of them (a test class with no training folder is an
     error: the model would have no name for it)."""
@@ -245,47 +253,49 @@ def _folder(root, part):
     items = sorted(set(items))  # the finder keys every video twice (relative path and bare name)
     if not items:
         fail("folder", root, f"no videos under {part}/<class>/")
-    return [_class_text(c) for c in classes], items, videos
+    return [_class_text(c, class_text) for c in classes], items, videos
 
 
-def _list_classes(root, labels_csv):
-    """Class text from an 'id,name' CSV, in id order, written as above (CamelCase split, underscores to spaces)."""
+def _list_classes(root, labels_csv, class_text="words"):
+    """Class text from an 'id,name' CSV, in id order, written as class_text says (see _class_text)."""
     if not labels_csv or not os.path.isfile(labels_csv):
         fail("list", root, f"label CSV {labels_csv!r} not found")
     with open(labels_csv, newline="") as f:
         rows = sorted((int(r["id"]), r["name"]) for r in csv.DictReader(f))
-    return [_class_text(n) for _, n in rows]
+    return [_class_text(n, class_text) for _, n in rows]
 
 
-def _listed(root, part, train_list=None, test_list=None, labels_csv=None, novel_list=None, novel_labels_csv=None):
+def _listed(root, part, train_list=None, test_list=None, labels_csv=None, novel_list=None, novel_labels_csv=None,
+            class_text="words"):
     """ViFi-CLIP-style lists: '<path relative to root> <label index>' per line, and an 'id,name' label CSV.
     (novel_list and novel_labels_csv, base2novel's novel test set, are swapped in by build_dataset for "novel".)"""
     path = train_list if part == "train" else test_list
     if not path or not os.path.isfile(path):
         fail("list", root, f"{part} list {path!r} not found")
-    classes, videos = _list_classes(root, labels_csv), finder(root)
+    classes, videos = _list_classes(root, labels_csv, class_text), finder(root)
     items = [(videos.find(rel), int(lab)) for rel, lab in (line.rsplit(None, 1) for line in list_lines(path))]
     if any(not 0 <= lab < len(classes) for _, lab in items):
         fail("list", root, f"{path} has labels outside the {len(classes)} classes of {labels_csv}")
     return classes, items, videos
 
 
-def read_part(name, root, split, part, lists):
-    """(class names, [(path or None, label)], finder) for one part ('train' or 'test') of a dataset."""
+def read_part(name, root, split, part, lists, class_text="words"):
+    """(class names, [(path or None, label)], finder) for one part ('train' or 'test') of a dataset; class_text:
+    see _class_text (it changes UCF101's official names, label CSVs' and class folders')."""
     if name != "list" and not os.path.isdir(root):
         fail(name, root, "the folder does not exist")
     if name in ("ucf101", "hmdb51"):
         if split not in (1, 2, 3):
             raise DatasetError(f"{name} has official splits 1, 2 and 3, not {split!r}")
-        return (_ucf101 if name == "ucf101" else _hmdb51)(root, split, part)
+        return _ucf101(root, split, part, class_text) if name == "ucf101" else _hmdb51(root, split, part)
     if name.startswith("kinetics"):
         return _kinetics(name, root, part)
     if name == "folder":
-        return _folder(root, part)
-    return _ssv2(root, part) if name == "ssv2" else _listed(root, part, **lists)
+        return _folder(root, part, class_text)
+    return _ssv2(root, part) if name == "ssv2" else _listed(root, part, **lists, class_text=class_text)
 
 
-def class_names(name, root=None, **lists):
+def class_names(name, root=None, class_text="words", **lists):
     """The class-name text of a whole dataset, in label order (protocol subsets are taken from it)."""
     name = canonical(name, DATASET_ALIASES)
     if name == "synthetic":
@@ -293,5 +303,5 @@ def class_names(name, root=None, **lists):
     if name.startswith("kinetics"):
         return list(protocol_facts()[name]["classes"])
     if name == "list":
-        return _list_classes(root, lists.get("labels_csv"))
-    return read_part(name, root, 1, "test", lists)[0]
+        return _list_classes(root, lists.get("labels_csv"), class_text)
+    return read_part(name, root, 1, "test", lists, class_text)[0]

@@ -4,7 +4,9 @@ They follow X-CLIP / ViFi-CLIP, as the MSTA paper's training does ("Efficient Tr
 Video-language Foundation Models", CVPR 2025, Sec. 4.1): TSN's multi-scale crop, horizontal flip, colour jitter,
 grayscale and CLIP normalisation for training; a short-side resize and 1 or 3 crops at test. Written with
 torchvision.transforms.v2; the colour jitter is written out here so that it runs batched, each clip with its own
-draws (photometric). Which frames a clip holds is video/decode.py's (sample_indices); data.py applies these.
+draws (photometric), or each frame with its own (per_frame=True, ViFi-CLIP's datasets/pipeline.py ColorJitter,
+which runs torchvision's ColorJitter image by image: `--jitter frame`, the authors' pipeline). Which frames a clip
+holds is video/decode.py's (sample_indices); data.py applies these.
 
 Shape legend: B clips, T frames, H x W pixels, r the model's resolution.
 """
@@ -45,6 +47,7 @@ class MultiScaleCrop(torch.nn.Module):
 #                process applies it: --resume stays exact and N processes equal one.
 # train_transform(r) chains the two for one clip; tests check it equals the split path exactly.
 PHOTOMETRIC_PARAMS = 10  # per clip: jitter on, brightness, contrast, saturation, hue angle, op order (4), gray on
+# Per-frame jitter draws one such row per frame, (T, PHOTOMETRIC_PARAMS); photometric() takes either shape.
 _IDENTITY = (0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 2.0, 3.0, 0.0)  # no jitter, no grayscale
 
 
@@ -119,7 +122,11 @@ def apply_jitter(x, params):
 def photometric(videos, params, mean=CLIP_MEAN, std=CLIP_STD):
     """The photometric half of training augmentation, batched, on whatever device `videos` is on:
     uint8 (B, T, 3, H, W) and params (B, PHOTOMETRIC_PARAMS) from Photometric.draw -> float (B, T, 3, H, W):
-    to [0, 1], colour jitter, grayscale, normalisation with the model's mean/std."""
+    to [0, 1], colour jitter, grayscale, normalisation with the model's mean/std. Per-frame draws, params
+    (B, T, PHOTOMETRIC_PARAMS): every frame is then a clip of its own (contrast already uses each frame's mean)."""
+    if params.dim() == 3:
+        flat = videos.flatten(0, 1)[:, None]  # (B, T, 3, H, W) -> (B*T, 1, 3, H, W)
+        return photometric(flat, params.flatten(0, 1), mean, std).view(videos.shape)
     if videos.device.type == "cpu" and len(videos) > 1:  # clip by clip stays in the CPU caches (3.6x faster, 32 clips)
         return torch.cat([photometric(v, p, mean, std) for v, p in zip(videos.split(1), params.split(1))])
     x = videos.to(torch.float32).mul_(1 / 255)  # torchvision's ToDtype(float32, scale=True), the same numbers
@@ -160,23 +167,28 @@ class ColorJitter(torch.nn.Module):
 
 class Photometric(torch.nn.Module):
     """Colour jitter (p 0.8), grayscale (p 0.2) and normalisation for one clip; its draw() alone is what a loader
-    worker runs, photometric() the batched application on the training device."""
+    worker runs, photometric() the batched application on the training device. per_frame=True: as ViFi-CLIP's
+    pipeline (datasets/pipeline.py, ColorJitter and GrayScale), one coin per clip for each, but a new jitter draw
+    (strengths and order) for every frame; grayscale is the same for all frames either way."""
 
-    def __init__(self, mean=CLIP_MEAN, std=CLIP_STD, jitter=0.8, gray=0.2):
+    def __init__(self, mean=CLIP_MEAN, std=CLIP_STD, jitter=0.8, gray=0.2, per_frame=False):
         super().__init__()
         self.mean, self.std, self.p_jitter, self.p_gray, self.jitter = mean, std, jitter, gray, ColorJitter()
+        self.per_frame = per_frame
 
-    def draw(self):
+    def draw(self, frames=1):
         """float64 (PHOTOMETRIC_PARAMS,): this clip's draws, in the order the one-clip pipeline always made them
-        (jitter coin, its four numbers and order, grayscale coin), so seeded items keep their augmentation."""
-        params = no_photometric()
+        (jitter coin, its four numbers and order, grayscale coin), so seeded items keep their augmentation.
+        per_frame: (frames, PHOTOMETRIC_PARAMS), the jitter coin, then each frame's numbers, then the gray coin."""
+        params = no_photometric().repeat(frames if self.per_frame else 1, 1)  # (1 or T, P)
         if float(torch.rand(1)) < self.p_jitter:
-            self.jitter.draw(params)
-        params[9] = float(float(torch.rand(1)) < self.p_gray)
-        return params
+            for row in params:
+                self.jitter.draw(row)
+        params[:, 9] = float(float(torch.rand(1)) < self.p_gray)
+        return params if self.per_frame else params[0]
 
     def forward(self, video):  # uint8 (T, 3, h, w) -> float (T, 3, h, w)
-        return photometric(torch.as_tensor(video)[None], self.draw()[None], self.mean, self.std)[0]
+        return photometric(torch.as_tensor(video)[None], self.draw(len(video))[None], self.mean, self.std)[0]
 
 
 def train_geometry(resolution, flip=True):
@@ -195,21 +207,21 @@ class WorkerTransform:
     uint8 (T, 3, H, W) -> (uint8 (T, 3, r, r), float64 (PHOTOMETRIC_PARAMS,)). photometric() on a batch of these
     gives exactly what train_transform gives clip by clip. A class so that spawned workers can pickle it."""
 
-    def __init__(self, resolution, flip=True):
-        self.geometry, self.photometric = train_geometry(resolution, flip), Photometric()
+    def __init__(self, resolution, flip=True, per_frame=False):
+        self.geometry, self.photometric = train_geometry(resolution, flip), Photometric(per_frame=per_frame)
         self.transforms = [*self.geometry.transforms, self.photometric]  # the steps, as train_transform lists them
 
     def __call__(self, video):
         clip = self.geometry(video)  # the geometry's draws first, then the photometric ones: the one-clip order
-        return clip, self.photometric.draw()
+        return clip, self.photometric.draw(len(clip))
 
 
-def train_transform(resolution, flip=True, mean=CLIP_MEAN, std=CLIP_STD):
+def train_transform(resolution, flip=True, mean=CLIP_MEAN, std=CLIP_STD, per_frame=False):
     """Training augmentation on a uint8 tv_tensors.Video (T, 3, H, W) -> float (T, 3, r, r), one random draw per
-    clip: X-CLIP/ViFi-CLIP's pipeline, the geometric half then the photometric half. No flip for SSv2, where
-    left/right is part of the label. mean/std: the model's pixel normalisation (CLIP's, or ViCLIP's ImageNet
-    statistics)."""
-    return v2.Compose([*train_geometry(resolution, flip).transforms, Photometric(mean, std)])
+    clip (per_frame: the colour jitter's per frame): X-CLIP/ViFi-CLIP's pipeline, the geometric half then the
+    photometric half. flip=False for SSv2 by default, where left/right is part of the label. mean/std: the model's
+    pixel normalisation (CLIP's, or ViCLIP's ImageNet statistics)."""
+    return v2.Compose([*train_geometry(resolution, flip).transforms, Photometric(mean, std, per_frame=per_frame)])
 
 
 class TestTransform:
