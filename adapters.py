@@ -38,6 +38,13 @@ Two token layouts, told by the backbone (token_layout), never guessed from its t
            the class token, which has no frame axis, gets the spatial path (W_up h) only.
 group_frames/ungroup_frames below are the only code that knows where a layout puts each frame's tokens.
 
+Trained adapters travel as a pair of plain files, after PEFT's adapter_config.json + adapter_model.safetensors
+(huggingface/peft, src/peft/utils/constants.py CONFIG_NAME and SAFETENSORS_WEIGHTS_NAME): adapters.json, the
+pair_config() below (what to rebuild MSTA with, the backbone it was trained on and its fingerprint(), the class
+names and prompt template), and adapters.safetensors, trainable_state_dict() alone. from_pair() builds MSTA from
+the two on a given backbone and refuses, in one line (PairMismatch), a backbone they do not fit. Reading the files
+takes json and the `safetensors` package (docs/adapters.md); this file stays torch-only.
+
 Shape legend: B videos, T frames, N tokens per frame (1 + grid^2), D width, C classes, E embedding,
 L text length, r adapter bottleneck (the rank); joint layout: P patches per frame (grid^2), M = 1 + P*T tokens.
 """
@@ -45,6 +52,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+__version__ = "1.0.0"  # this project's version, recorded in every adapter pair (pair_config)
+PAIR_FORMAT, PAIR_FORMAT_VERSION = "msta-adapters", 1  # adapters.json's "format"; the version counts changes
 
 
 class GradScale(torch.autograd.Function):
@@ -365,3 +375,84 @@ def parameter_counts(model):
 def format_counts(trainable, total):
     """"trainable X.XXM of Y.YYM (Z.Z%)", as train.py prints it."""
     return f"trainable {trainable / 1e6:.2f}M of {total / 1e6:.2f}M ({100 * trainable / total:.1f}%)"
+
+
+# ------------------------------------------------------------------------------ the adapters as a pair of files
+class PairMismatch(ValueError):
+    """An adapter pair that does not fit the backbone it is loaded onto: one line saying why and what to do."""
+
+
+def fingerprint(backbone):
+    """The backbone's weights in one short string, "<number of weights>:<16 hex digits>", the same whichever
+    library holds them: open_clip keeps OpenAI's tensors, Hugging Face splits q/k/v, transposes the projections and
+    renames everything, and none of that changes it; a different value anywhere does.
+
+    It is the count of the backbone's parameter elements and the exact integer sum of their float32 bit patterns
+    (mod 2^64): integer addition does not depend on the order, so names, splits and layouts drop out, and fp16 or
+    bf16 weights count by the float32 value they stand for. One pass over the weights, without copying float32
+    ones. Two models whose values differ (another seed, fine-tuned, or rounded to a lower
+    precision when loaded) get different fingerprints, barring an exact cancellation of the sums."""
+    count, total = 0, 0
+    with torch.no_grad():
+        for p in backbone.parameters():
+            bits = p.detach().float().contiguous().view(torch.int32)  # the float32 bit pattern as an integer
+            count += bits.numel()
+            total += int(bits.sum(dtype=torch.int64))  # < 2^31 per element: no int64 overflow below 2^32 weights
+    return f"{count}:{total % 2 ** 64:016x}"
+
+
+def describe(backbone):
+    """What an adapter pair needs a backbone to have: its token layout, and widths and depths read from its
+    blocks."""
+    v, t = backbone.vision_blocks, backbone.text_blocks
+    return dict(token_layout=backbone.token_layout, vision_width=v[0].ln_1.weight.shape[0],
+                text_width=t[0].ln_1.weight.shape[0], vision_blocks=len(v), text_blocks=len(t))
+
+
+def pair_config(msta, backbone_name, classnames, template, context_length=77, **extra):
+    """adapters.json of an adapter pair, a dict of plain values: what MSTA(backbone, **config["msta"]) rebuilds
+    `msta` with; the backbone it was trained on (a name a reader understands, describe() and fingerprint()); the
+    text the adapters were trained on (prompt template, "{}" standing for the class name, the class names in label
+    order, the token length); this file's version. `extra` adds sections (train.py: preprocessing, arguments)."""
+    return dict(format=PAIR_FORMAT, format_version=PAIR_FORMAT_VERSION, version=__version__,
+                backbone=dict(name=backbone_name, **describe(msta.clip), fingerprint=fingerprint(msta.clip)),
+                msta=dict(num_frames=msta.num_frames, rank=msta.rank, blocks=[msta.start + 1, msta.stop],
+                          scale=msta.scale, temporal=msta.temporal),
+                text=dict(template=template, classnames=list(classnames), context_length=context_length), **extra)
+
+
+def from_pair(backbone, config, tensors, weights_may_differ=False):
+    """MSTA on `backbone` with a pair's trained adapters: config is adapters.json parsed (json.load), tensors the
+    {name: tensor} of adapters.safetensors (safetensors.torch.load_file). Refuses with PairMismatch, one line,
+    when they do not fit: another token layout, other widths or depths, or other weights than the adapters were
+    trained on (by fingerprint; weights_may_differ=True accepts those, e.g. a fine-tuned copy of the backbone)."""
+    if not isinstance(config, dict) or config.get("format") != PAIR_FORMAT:
+        raise PairMismatch(f'not an MSTA adapter config (its "format" is not "{PAIR_FORMAT}")')
+    if config.get("format_version", 0) > PAIR_FORMAT_VERSION:
+        raise PairMismatch(f"the adapter pair has format version {config['format_version']}, newer than this "
+                           f"adapters.py reads ({PAIR_FORMAT_VERSION}): copy the newer adapters.py")
+    trained, here = config["backbone"], describe(backbone)
+    name = trained.get("name") or "its backbone"
+    if trained["token_layout"] != here["token_layout"]:
+        raise PairMismatch(f"the adapters were trained on {name}, whose token layout is {trained['token_layout']!r}; "
+                           f"this backbone's is {here['token_layout']!r}: load them onto the backbone they were "
+                           "trained on")
+    def shape(d):
+        return f"{d['vision_width']}/{d['text_width']} wide with {d['vision_blocks']}/{d['text_blocks']} blocks"
+    if any(trained[k] != here[k] for k in ("vision_width", "text_width", "vision_blocks", "text_blocks")):
+        raise PairMismatch(f"the adapters were trained on {name}, {shape(trained)} (vision/text); this backbone is "
+                           f"{shape(here)}: load them onto the backbone they were trained on")
+    if not weights_may_differ and fingerprint(backbone) != trained["fingerprint"]:
+        raise PairMismatch(f"this backbone's weights are not those of {name} the adapters were trained on "
+                           f"(fingerprint {fingerprint(backbone)}, trained on {trained['fingerprint']}): load "
+                           "those weights (in their own precision), or pass weights_may_differ=True if other "
+                           "weights are meant")
+    model = MSTA(backbone, **{**config["msta"], "blocks": tuple(config["msta"]["blocks"])})
+    want = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if got != want:
+        wrong = sorted(set(want) ^ set(got)) or sorted(k for k in want if want[k] != got[k])
+        raise PairMismatch(f"the adapter tensors do not match their config ({len(wrong)} names or shapes differ, "
+                           f"e.g. {wrong[0]}): the two files are not one pair")
+    model.load_trainable_state_dict(tensors)
+    return model

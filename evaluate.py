@@ -1,7 +1,8 @@
 """Evaluate trained MSTA adapters the way each protocol publishes its numbers.
 
 `python evaluate.py --checkpoint runs/RUN [more runs] [--dataset ... --protocol ...]` rebuilds CLIP plus the
-adapters from a checkpoint and the arguments saved in it; `--checkpoint RUN --video PATH ...` prints the top-5
+adapters from a checkpoint and the arguments saved in it (or from the run's adapter pair, adapters.json +
+adapters.safetensors, checked against the backbone it names); `--checkpoint RUN --video PATH ...` prints the top-5
 classes of your own videos instead; `--compare runs/*` prints one table of finished runs (compare.py). Follows
 the evaluation of "Efficient Transfer Learning for Video-language Foundation Models" (CVPR 2025), Sec. 4.1, and the
 protocols it shares with ViFi-CLIP:
@@ -205,8 +206,9 @@ def parse_args(argv=None):
                     "<clip>-<dataset>-<protocol>/ for --zero-shot-clip; --output changes that, and each test set's "
                     "predictions.csv and confusion.png go beside them. A folder holding results is never written "
                     "over unless --overwrite is given. --video only prints.")
-    p.add_argument("--checkpoint", nargs="*", default=[], metavar="RUN", help="run folder(s) or checkpoint.pt "
-                   "file(s); several (e.g. three seeds) are averaged as the protocol prescribes")
+    p.add_argument("--checkpoint", nargs="*", default=[], metavar="RUN", help="run folder(s), checkpoint.pt "
+                   "file(s) or adapter pairs (adapters.json / adapters.safetensors, or a folder holding only them); "
+                   "several (e.g. three seeds) are averaged as the protocol prescribes")
     p.add_argument("--video", nargs="+", default=None, metavar="PATH", help="classify these video files (or "
                    "frame folders) with the one --checkpoint run: its backbone, adapters and class names; prints "
                    "the top-5 classes of each with probabilities, using the test views of the run's dataset "
@@ -355,8 +357,7 @@ def main(argv=None):
         classnames = video_label_set(args, a.dataset is not None)
         default = VIEWS.get(args.dataset, (1, 1))
         views = (a.clips or default[0], a.crops or default[1])
-        model = runs.build_model(args, device)
-        model.load_trainable_state_dict(plans[0][1]["adapters"])
+        model = runs.trained_model(args, plans[0][1], device)
         if classify(model, args, classnames, a.video, device, views):
             sys.exit(2)
         return None
@@ -365,7 +366,7 @@ def main(argv=None):
     if a.zero_shot_clip:
         output = os.path.join("runs", f"zero-shot-clip-{runs.backbone_tag(args.clip)}-{tag}")
     elif len(a.checkpoint) == 1:
-        run_dir = os.path.dirname(a.checkpoint[0]) if a.checkpoint[0].endswith(".pt") else a.checkpoint[0]
+        run_dir = a.checkpoint[0] if os.path.isdir(a.checkpoint[0]) else os.path.dirname(a.checkpoint[0])
         output = os.path.join(run_dir, f"eval-{tag}")
     else:
         output = os.path.join("runs", f"{tag}-mean-of-{len(a.checkpoint)}")
@@ -377,8 +378,7 @@ def main(argv=None):
         if ckpt is None:
             model = FrozenCLIP(runs.load_backbone(args.clip).to(device))
         else:
-            model = runs.build_model(args, device)
-            model.load_trainable_state_dict(ckpt["adapters"])
+            model = runs.trained_model(args, ckpt, device)
         result = run_protocol(model, args, device, log=log, final=True)
         for r in result["rows"]:
             r["run"] = getattr(args, "output", "zero-shot CLIP")

@@ -19,10 +19,13 @@ import data
 import runs
 
 
+TEMPLATE = "a video of {}."  # the trainable branch's prompt, "{}" the class name (the paper's Sec. 3)
+
+
 def class_tokens(classnames, context_length=77):
-    """The trainable branch's input: the template "a video of {class}." for each class -> (C, L), L the model's
-    context length (77 for CLIP, 32 for ViCLIP); a longer class name is cut, keeping the end token."""
-    return clip.tokenize([f"a video of {name}." for name in classnames], context_length, truncate=True)
+    """The trainable branch's input: TEMPLATE for each class -> (C, L), L the model's context length (77 for CLIP,
+    32 for ViCLIP); a longer class name is cut, keeping the end token."""
+    return clip.tokenize([TEMPLATE.format(name) for name in classnames], context_length, truncate=True)
 
 
 @torch.no_grad()

@@ -2,9 +2,10 @@
 
 One-line user errors (UsageError, CheckpointError) and the argument parser that prints them; the run folder (what
 it holds, never written over by accident); the log, and a training run's progress (Meter: the numbers over all
-processes, the ETA); the thread rule; autocast; reading and atomically writing checkpoints; results.json /
-results.md; and loading the backbone plus MSTA's adapters (Sec. 3 of "Efficient Transfer Learning for
-Video-language Foundation Models", CVPR 2025, lives in adapters.py; this only builds it).
+processes, the ETA); the thread rule; autocast; reading and atomically writing checkpoints (and reading a run's
+adapter pair in their place); results.json / results.md; and loading the backbone plus MSTA's adapters (Sec. 3 of
+"Efficient Transfer Learning for Video-language Foundation Models", CVPR 2025, lives in adapters.py; this only
+builds it).
 """
 import argparse
 import json
@@ -20,11 +21,12 @@ import clip
 import data
 import report
 import viclip
+import weights
 
 DATASETS = ("ucf101", "hmdb51", "k400", "k600", "ssv2", "synthetic", "folder")  # --dataset's choices
 PROTOCOL_NAMES = ("few-shot", "base2novel", "zero-shot", "full")  # --protocol's choices (train.PROTOCOLS: settings)
 # What a run folder holds; a folder holding any of these is a run, and is never written over by accident.
-RUN_FILES = ("checkpoint.pt", "results.json", "results.md", "log.txt", "history.csv", "curves.png")
+RUN_FILES = ("checkpoint.pt", *weights.PAIR_FILES, "results.json", "results.md", "log.txt", "history.csv", "curves.png")
 
 
 # ---------------------------------------------------------------------------------------- errors, arguments
@@ -180,11 +182,15 @@ def clear_output(folder, files=RUN_FILES):
 
 
 def read_checkpoint(path):
-    """A train.py checkpoint: plain tensors and values, so weights_only=True (no code runs on load)."""
+    """A train.py checkpoint: plain tensors and values, so weights_only=True (no code runs on load). A run folder
+    without checkpoint.pt, or a file of an adapter pair, is read as the pair (read_pair_run)."""
+    if weights.has_pair(path) and not os.path.isfile(os.path.join(path, "checkpoint.pt")):
+        return read_pair_run(path)
     if os.path.isdir(path):
         path = os.path.join(path, "checkpoint.pt")
     if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint at {path} (expected a run folder or its checkpoint.pt)")
+        raise CheckpointError(f"no checkpoint at {path} (expected a run folder, its checkpoint.pt, or its "
+                              f"adapter pair {' + '.join(weights.PAIR_FILES)})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, or holds objects weights_only refuses
@@ -192,6 +198,22 @@ def read_checkpoint(path):
     if not isinstance(ckpt, dict) or "adapters" not in ckpt or "args" not in ckpt:
         raise CheckpointError(f"{path} is not a train.py checkpoint (no 'adapters' and 'args' entries)")
     return ckpt
+
+
+def read_pair_run(path):
+    """An adapter pair (weights.read_pair) as read_checkpoint gives a checkpoint: {"adapters": tensors, "args": the
+    run's arguments}, plus "pair": its config, so that trained_model checks the backbone against it. The arguments
+    are the config's "run" section (every train.py argument), under the adapters' own settings."""
+    config, tensors = weights.read_pair(path)
+    try:
+        m = config["msta"]
+        args = dict(dataset="folder", data_root=None, protocol="full", split=1, shots=None, seed=0, output=path)
+        args.update(config.get("run") or {})
+        args.update(clip=config["backbone"]["name"], frames=m["num_frames"], rank=m["rank"], blocks=list(m["blocks"]),
+                    scale=m["scale"], temporal=m["temporal"], classnames=list(config["text"]["classnames"]))
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{weights.pair_paths(path)[0]} is not an MSTA adapter config (no {e} entry)") from None
+    return dict(adapters=tensors, args=args, pair=config, path=path)
 
 
 def save_checkpoint(path, state):
@@ -257,6 +279,19 @@ def build_model(args, device):
                              scale=args.scale, temporal=args.temporal)
     except ValueError as e:  # e.g. --blocks 8-12 on a 4-block model
         raise UsageError(f"{e} (--clip {args.clip})") from None
+
+
+def trained_model(args, ckpt, device):
+    """MSTA with a run's trained adapters, on `device`: checkpoint.pt's tensors on the backbone args.clip names, or an
+    adapter pair's, checked against that backbone first (adapters.from_pair: layout, shapes, weights' fingerprint)."""
+    if "pair" not in ckpt:
+        model = build_model(args, device)
+        model.load_trainable_state_dict(ckpt["adapters"])
+        return model
+    try:
+        return adapters.from_pair(load_backbone(args.clip).to(device), ckpt["pair"], ckpt["adapters"])
+    except adapters.PairMismatch as e:
+        raise CheckpointError(f"{ckpt['path']}: {e}") from None
 
 
 def backbone_tag(name):
