@@ -25,7 +25,8 @@ METHOD_TABLE = [
     ("prompts.py", "encode_descriptions"),
 ]
 
-FILE_EXTENSIONS = {"py", "png", "csv", "txt", "json", "md", "pt", "pth", "mp4", "avi", "jpg", "gz", "tmp", "part"}
+FILE_EXTENSIONS = {"py", "png", "csv", "txt", "json", "md", "pt", "pth", "mp4", "avi", "jpg", "gz", "tmp", "part",
+                   "safetensors"}
 
 
 def readme():
