@@ -390,8 +390,8 @@ def fingerprint(backbone):
     It is the count of the backbone's parameter elements and the exact integer sum of their float32 bit patterns
     (mod 2^64): integer addition does not depend on the order, so names, splits and layouts drop out, and fp16 or
     bf16 weights count by the float32 value they stand for. One pass over the weights, without copying float32
-    ones. Two models whose values differ (another seed, fine-tuned, or rounded to a lower
-    precision when loaded) get different fingerprints, barring an exact cancellation of the sums."""
+    ones. Two models whose values differ (another seed, fine-tuned, or rounded to a lower precision when loaded)
+    get different fingerprints, barring an exact cancellation of the sums."""
     count, total = 0, 0
     with torch.no_grad():
         for p in backbone.parameters():
@@ -421,11 +421,14 @@ def pair_config(msta, backbone_name, classnames, template, context_length=77, **
                 text=dict(template=template, classnames=list(classnames), context_length=context_length), **extra)
 
 
-def from_pair(backbone, config, tensors, weights_may_differ=False):
-    """MSTA on `backbone` with a pair's trained adapters: config is adapters.json parsed (json.load), tensors the
-    {name: tensor} of adapters.safetensors (safetensors.torch.load_file). Refuses with PairMismatch, one line,
-    when they do not fit: another token layout, other widths or depths, or other weights than the adapters were
-    trained on (by fingerprint; weights_may_differ=True accepts those, e.g. a fine-tuned copy of the backbone)."""
+def pair_prompts(config):
+    """The prompts the adapters were trained with, one per class in label order: ["a video of archery.", ...]."""
+    return [config["text"]["template"].format(name) for name in config["text"]["classnames"]]
+
+
+def check_pair(backbone, config, weights_may_differ=False):
+    """Raise PairMismatch (one line) unless the pair's config fits `backbone`: its format, the token layout, the
+    widths and depths, and the weights by fingerprint (unless weights_may_differ)."""
     if not isinstance(config, dict) or config.get("format") != PAIR_FORMAT:
         raise PairMismatch(f'not an MSTA adapter config (its "format" is not "{PAIR_FORMAT}")')
     if config.get("format_version", 0) > PAIR_FORMAT_VERSION:
@@ -437,17 +440,29 @@ def from_pair(backbone, config, tensors, weights_may_differ=False):
         raise PairMismatch(f"the adapters were trained on {name}, whose token layout is {trained['token_layout']!r}; "
                            f"this backbone's is {here['token_layout']!r}: load them onto the backbone they were "
                            "trained on")
+
     def shape(d):
         return f"{d['vision_width']}/{d['text_width']} wide with {d['vision_blocks']}/{d['text_blocks']} blocks"
     if any(trained[k] != here[k] for k in ("vision_width", "text_width", "vision_blocks", "text_blocks")):
         raise PairMismatch(f"the adapters were trained on {name}, {shape(trained)} (vision/text); this backbone is "
                            f"{shape(here)}: load them onto the backbone they were trained on")
-    if not weights_may_differ and fingerprint(backbone) != trained["fingerprint"]:
-        raise PairMismatch(f"this backbone's weights are not those of {name} the adapters were trained on "
-                           f"(fingerprint {fingerprint(backbone)}, trained on {trained['fingerprint']}): load "
-                           "those weights (in their own precision), or pass weights_may_differ=True if other "
-                           "weights are meant")
-    model = MSTA(backbone, **{**config["msta"], "blocks": tuple(config["msta"]["blocks"])})
+    if not weights_may_differ and (found := fingerprint(backbone)) != trained["fingerprint"]:
+        raise PairMismatch(f"this backbone's weights are not those of {name} that the adapters were trained on "
+                           f"(fingerprint {found}, trained on {trained['fingerprint']}): load those weights (in "
+                           "their own precision), or pass weights_may_differ=True if other weights are meant")
+
+
+def from_pair(backbone, config, tensors, weights_may_differ=False):
+    """MSTA on `backbone` with a pair's trained adapters: config is adapters.json parsed (json.load), tensors the
+    {name: tensor} of adapters.safetensors (safetensors.torch.load_file). Refuses with PairMismatch, one line,
+    when they do not fit (check_pair): another token layout, other widths or depths, or other weights than the
+    adapters were trained on (weights_may_differ=True accepts those, e.g. a fine-tuned copy of the backbone)."""
+    try:
+        check_pair(backbone, config, weights_may_differ)
+        settings = {**config["msta"], "blocks": tuple(config["msta"]["blocks"])}
+    except KeyError as e:
+        raise PairMismatch(f"not a complete MSTA adapter config (no {e.args[0]!r} entry)") from None
+    model = MSTA(backbone, **settings)
     want = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if got != want:

@@ -104,7 +104,7 @@ if __name__ == "__main__":
     except adapters.PairMismatch as e:
         print(f"refused: {e}", file=sys.stderr)
         sys.exit(3)
-    prompts = [config["text"]["template"].format(name) for name in config["text"]["classnames"]]
+    prompts = adapters.pair_prompts(config)  # the template with each class name
     if library == "openclip":
         import open_clip
         assert torch.equal(open_clip.get_tokenizer("ViT-B-16")(prompts), inputs["tokens"])

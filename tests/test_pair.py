@@ -230,6 +230,9 @@ def test_weights_meant_to_differ_are_accepted_and_the_files_must_be_one_pair():
         adapters.from_pair(other, bigger, tensors, weights_may_differ=True)
     with pytest.raises(adapters.PairMismatch, match="not an MSTA adapter config"):
         adapters.from_pair(other, {"r": 8}, tensors)
+    with pytest.raises(adapters.PairMismatch, match="no 'backbone' entry"):
+        adapters.from_pair(other, {"format": "msta-adapters"}, tensors)
+    assert adapters.pair_prompts(config) == ["a video of a.", "a video of b."]
 
 
 def test_reading_a_missing_or_broken_pair_is_one_line(tmp_path):
