@@ -20,7 +20,7 @@ CLIENTS = {"openclip": ("open_clip", "openclip_backbone.py"), "hf": ("transforme
 
 def run_alone(folder, client, code, *args):
     """python -c code in `folder`, which holds only copies of adapters.py and the client: the finished process."""
-    for name in ("adapters.py", client):
+    for name in ("adapters.py", os.path.join("clients", client)):
         shutil.copy(os.path.join(ROOT, name), folder)
     assert sorted(os.listdir(folder)) == sorted(["adapters.py", client])
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # no download: every model here is built from a config

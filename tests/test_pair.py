@@ -23,10 +23,10 @@ import clip
 import evaluate
 import losses
 import prompts
-import runs
 import train
 import viclip
 import weights
+from harness import runs
 from pair_checks import library_model
 from test_clip import SMALL, openai_shapes, random_openai_state_dict
 
@@ -46,7 +46,7 @@ def file_of_weights(path, cfg, seed):
 def project_logits(folder, videos):
     """This project's logits for `videos` from the adapter pair in `folder`: clip.py's backbone, the pair's prompts."""
     ckpt = runs.read_checkpoint(folder)
-    model = runs.trained_model(argparse.Namespace(**ckpt["args"]), ckpt, torch.device("cpu")).eval()
+    model = evaluate.trained_msta(argparse.Namespace(**ckpt["args"]), ckpt, torch.device("cpu")).eval()
     tokens = prompts.class_tokens(ckpt["args"]["classnames"])
     with torch.no_grad():
         return model(videos, tokens), tokens
@@ -54,7 +54,8 @@ def project_logits(folder, videos):
 
 def run_alone(folder, client, pair, *args):
     """tests/pair_checks.py with `python -c` in `folder`, which holds only adapters.py, the client and the pair."""
-    for path in (os.path.join(ROOT, "adapters.py"), os.path.join(ROOT, client), *weights.pair_paths(pair)):
+    for path in (os.path.join(ROOT, "adapters.py"), os.path.join(ROOT, "clients", client),
+                 *weights.pair_paths(pair)):
         shutil.copy(path, folder)
     assert sorted(os.listdir(folder)) == sorted(["adapters.py", client, *weights.PAIR_FILES])
     with open(os.path.join(ROOT, "tests", "pair_checks.py")) as f:

@@ -8,7 +8,7 @@ for the same result. The measured memory per clip, and which options fit which G
 import torch
 import torch.distributed as dist
 
-import runs
+from harness import runs
 
 
 class OutOfMemory(runs.UsageError):
@@ -52,15 +52,15 @@ def trial_fits(step_fn, msta, optimizer, shape, tokens, autocast, device, margin
     return fits
 
 
-def micro_batch(args, step_fn, model, optimizer, tokens, autocast, device, distributed, world, log):
-    """The micro-batch size, found once before the first step; logged when it splits the batch. step_fn: the
-    step's module without DDP (train.TrainStep), called as step_fn(videos, text_features)."""
-    local = args.batch_size // world
+def micro_batch(requested, local, frames, step_fn, model, optimizer, tokens, autocast, device, distributed, log):
+    """The micro-batch size for `local` videos per process (--micro-batch: None, a number, or "auto"), found once
+    before the first step; logged when it splits the batch. step_fn: the step's module without DDP
+    (train.TrainStep), called as step_fn(videos, text_features)."""
     # The trials run on this process alone (no DDP: no collective); then every process takes the smallest found.
     resolution = model.clip.visual.input_resolution
-    micro = choose_micro_batch(args.micro_batch or local, local, device, trial_fits(
-        step_fn, model, optimizer, (args.frames, 3, resolution, resolution), tokens, autocast, device))
-    if distributed and args.micro_batch == "auto":
+    micro = choose_micro_batch(requested or local, local, device, trial_fits(
+        step_fn, model, optimizer, (frames, 3, resolution, resolution), tokens, autocast, device))
+    if distributed and requested == "auto":
         found = torch.tensor([micro], device=device)
         dist.all_reduce(found, op=dist.ReduceOp.MIN)
         micro = int(found)
@@ -70,7 +70,7 @@ def micro_batch(args, step_fn, model, optimizer, tokens, autocast, device, distr
     return micro
 
 
-def out_of_memory_advice(args, micro, local, precision, checkpointing):
+def out_of_memory_advice(micro, local, precision, checkpointing):
     """The one line train.py ends with when CUDA runs out of memory: the settings that ran out, and the options
     that use less memory for the same result (all of them keep the global batch)."""
     options = []

@@ -4,37 +4,26 @@ Every random draw of an item (frame offsets, crops, flips, colour jitter) is see
 an item is the same whichever loader worker or process reads it, and differs from one epoch to the next. That is
 what makes train.py's --resume exact and an N-GPU run equal to a one-GPU run step for step. The augmentation
 follows the recipe of "Efficient Transfer Learning for Video-language Foundation Models" (CVPR 2025), Sec. 4.1,
-through data.py and transforms.py.
+through data.py and video/transforms.py. Also the loader's worker count and the seeding of an item's draws.
 
 Shape legend: B videos, T frames.
 """
+import os
+import random
+
 import torch
 
-import data
-import runs
-
-PREFETCH = 4  # batches each loader worker keeps ready (torch's default is 2); measured: see README "Performance"
+PREFETCH = 4  # batches each loader worker keeps ready (torch's default is 2); measured: docs/performance.md
 
 
-def training_set(args, resolution, mean=data.CLIP_MEAN, std=data.CLIP_STD):
-    """The protocol's training videos, at the model's resolution and pixel normalisation. Flips for every dataset
-    but SSv2, whose labels say left and right, also when SSv2 comes as list files (data.py cannot tell from the
-    lists). Workers return uint8 clips and their photometric draws; the photometric half (with mean/std) runs
-    batched on the training device (train.py's loop)."""
-    return data.build_dataset(runs.reader(args), args.data_root, args.protocol, args.split, shots=args.shots,
-                              seed=args.seed, num_frames=args.frames, train=True, resolution=resolution,
-                              flip=args.dataset != "ssv2", mean=mean, std=std, defer_photometric=True,
-                              **runs.lists(args))
-
-
-def loader(train_set, args, rank, world, device):
-    """(sampler, loader) of this process's share of every global batch; set sampler.epoch before each epoch."""
-    sampler = GlobalBatches(len(train_set), args.batch_size, args.seed, rank, world)
+def loader(train_set, batch_size, seed, workers, rank, world, pin_memory):
+    """(sampler, loader) of this process's share of every global batch of `batch_size` videos; set sampler.epoch
+    before each epoch."""
+    sampler = GlobalBatches(len(train_set), batch_size, seed, rank, world)
     # Persistent workers: no worker start-up (and dataset copy) at every epoch. PREFETCH: see its comment.
     return sampler, torch.utils.data.DataLoader(
-        SeededItems(train_set, args.seed), batch_sampler=sampler, num_workers=args.workers,
-        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
-        prefetch_factor=PREFETCH if args.workers > 0 else None)
+        SeededItems(train_set, seed), batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
+        persistent_workers=workers > 0, prefetch_factor=PREFETCH if workers > 0 else None)
 
 
 class GlobalBatches(torch.utils.data.Sampler):
@@ -72,5 +61,27 @@ class SeededItems(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         epoch, i = key
-        data.seed_everything(hash((self.seed, epoch, i)) % 2**31)
+        seed_everything(hash((self.seed, epoch, i)) % 2**31)
         return self.dataset[i]
+
+
+def seed_everything(seed):
+    """Seed every random draw an item makes: frame offsets, crop, flip and colour jitter all come from torch's
+    generator (the stand-ins for broken videos are chosen from the item index alone)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+
+
+def usable_cores():
+    """CPUs this process may run on (its affinity mask: a container's or a scheduler's share, which taskset
+    narrows too, rather than the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity mask
+        return os.cpu_count() or 1
+
+
+def default_workers():
+    """Loader worker processes: the cores this process may use, shared between the processes torchrun starts per
+    node (harness/runs.choose_threads then gives the model what the workers leave)."""
+    return max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
