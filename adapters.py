@@ -386,15 +386,11 @@ class PairMismatch(ValueError):
 
 
 def fingerprint(backbone):
-    """The backbone's weights in one short string, "<number of weights>:<16 hex digits>", the same whichever
-    library holds them: open_clip keeps OpenAI's tensors, Hugging Face splits q/k/v, transposes the projections and
-    renames everything, and none of that changes it; a different value anywhere does.
-
-    It is the count of the backbone's parameter elements and the exact integer sum of their float32 bit patterns
-    (mod 2^64): integer addition does not depend on the order, so names, splits and layouts drop out, and fp16 or
-    bf16 weights count by the float32 value they stand for. One pass over the weights, without copying float32
-    ones. Two models whose values differ (another seed, fine-tuned, or rounded to a lower precision when loaded)
-    get different fingerprints, barring an exact cancellation of the sums."""
+    """The backbone's weights as "<count>:<16 hex digits>": the number of parameter elements and the exact integer
+    sum of their float32 bit patterns (mod 2^64). Integer addition ignores order, so the names, splits and layouts
+    of a library drop out (Hugging Face splits OpenAI's q/k/v and transposes its projections: same fingerprint), and
+    fp16/bf16 weights count as the float32 values they stand for; any changed value changes it (barring an exact
+    cancellation), a precision lost in loading included. One pass over the weights, no copy of float32 ones."""
     count, total = 0, 0
     with torch.no_grad():
         for p in backbone.parameters():
@@ -405,18 +401,16 @@ def fingerprint(backbone):
 
 
 def describe(backbone):
-    """What an adapter pair needs a backbone to have: its token layout, and widths and depths read from its
-    blocks."""
+    """What a pair needs a backbone to have: its token layout, and the widths and depths of its blocks."""
     v, t = backbone.vision_blocks, backbone.text_blocks
     return dict(token_layout=backbone.token_layout, vision_width=v[0].ln_1.weight.shape[0],
                 text_width=t[0].ln_1.weight.shape[0], vision_blocks=len(v), text_blocks=len(t))
 
 
 def pair_config(msta, backbone_name, classnames, template, context_length=77, **extra):
-    """adapters.json of an adapter pair, a dict of plain values: what MSTA(backbone, **config["msta"]) rebuilds
-    `msta` with; the backbone it was trained on (a name a reader understands, describe() and fingerprint()); the
-    text the adapters were trained on (prompt template, "{}" standing for the class name, the class names in label
-    order, the token length); this file's version. `extra` adds sections (train.py: preprocessing, arguments)."""
+    """adapters.json, plain values: MSTA(backbone, **config["msta"]) rebuilds `msta`; the backbone trained on (a
+    name, describe(), fingerprint()); the text trained on (the template, "{}" the class name, and the class names in
+    label order); the version. `extra`: more sections (train.py adds the preprocessing and the run's arguments)."""
     return dict(format=PAIR_FORMAT, format_version=PAIR_FORMAT_VERSION, version=__version__,
                 backbone=dict(name=backbone_name, **describe(msta.clip), fingerprint=fingerprint(msta.clip)),
                 msta=dict(num_frames=msta.num_frames, rank=msta.rank, blocks=[msta.start + 1, msta.stop],
@@ -430,25 +424,22 @@ def pair_prompts(config):
 
 
 def check_pair(backbone, config, weights_may_differ=False):
-    """Raise PairMismatch (one line) unless the pair's config fits `backbone`: its format, the token layout, the
-    widths and depths, and the weights by fingerprint (unless weights_may_differ)."""
+    """PairMismatch (one line) unless the config fits `backbone`: format, token layout, widths and depths, and the
+    weights by fingerprint (unless weights_may_differ)."""
     if not isinstance(config, dict) or config.get("format") != PAIR_FORMAT:
         raise PairMismatch(f'not an MSTA adapter config (its "format" is not "{PAIR_FORMAT}")')
     if config.get("format_version", 0) > PAIR_FORMAT_VERSION:
-        raise PairMismatch(f"the adapter pair has format version {config['format_version']}, newer than this "
-                           f"adapters.py reads ({PAIR_FORMAT_VERSION}): copy the newer adapters.py")
-    trained, here = config["backbone"], describe(backbone)
+        raise PairMismatch(f"the pair's format version {config['format_version']} is newer than this adapters.py's "
+                           f"({PAIR_FORMAT_VERSION}): copy the newer adapters.py")
+    trained, here, redo = config["backbone"], describe(backbone), "load them onto the backbone they were trained on"
     name = trained.get("name") or "its backbone"
     if trained["token_layout"] != here["token_layout"]:
         raise PairMismatch(f"the adapters were trained on {name}, whose token layout is {trained['token_layout']!r}; "
-                           f"this backbone's is {here['token_layout']!r}: load them onto the backbone they were "
-                           "trained on")
-
-    def shape(d):
-        return f"{d['vision_width']}/{d['text_width']} wide with {d['vision_blocks']}/{d['text_blocks']} blocks"
-    if any(trained[k] != here[k] for k in ("vision_width", "text_width", "vision_blocks", "text_blocks")):
-        raise PairMismatch(f"the adapters were trained on {name}, {shape(trained)} (vision/text); this backbone is "
-                           f"{shape(here)}: load them onto the backbone they were trained on")
+                           f"this backbone's is {here['token_layout']!r}: {redo}")
+    size = "{vision_width}/{text_width} wide with {vision_blocks}/{text_blocks} blocks".format
+    if size(**trained) != size(**here):
+        raise PairMismatch(f"the adapters were trained on {name}, {size(**trained)} (vision/text); this backbone is "
+                           f"{size(**here)}: {redo}")
     if not weights_may_differ and (found := fingerprint(backbone)) != trained["fingerprint"]:
         raise PairMismatch(f"this backbone's weights are not those of {name} that the adapters were trained on "
                            f"(fingerprint {found}, trained on {trained['fingerprint']}): load those weights (in "
@@ -456,20 +447,17 @@ def check_pair(backbone, config, weights_may_differ=False):
 
 
 def from_pair(backbone, config, tensors, weights_may_differ=False):
-    """MSTA on `backbone` with a pair's trained adapters: config is adapters.json parsed (json.load), tensors the
-    {name: tensor} of adapters.safetensors (safetensors.torch.load_file). Refuses with PairMismatch, one line,
-    when they do not fit (check_pair): another token layout, other widths or depths, or other weights than the
-    adapters were trained on (weights_may_differ=True accepts those, e.g. a fine-tuned copy of the backbone)."""
+    """MSTA on `backbone` with a pair's trained adapters: config = json.load of adapters.json, tensors =
+    safetensors.torch.load_file of adapters.safetensors. A backbone they do not fit (check_pair) is refused with
+    PairMismatch, one line; weights_may_differ=True accepts other weights (e.g. a fine-tuned copy)."""
     try:
         check_pair(backbone, config, weights_may_differ)
-        settings = {**config["msta"], "blocks": tuple(config["msta"]["blocks"])}
+        model = MSTA(backbone, **{**config["msta"], "blocks": tuple(config["msta"]["blocks"])})
     except KeyError as e:
         raise PairMismatch(f"not a complete MSTA adapter config (no {e.args[0]!r} entry)") from None
-    model = MSTA(backbone, **settings)
     want = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in tensors.items()}
-    if got != want:
-        wrong = sorted(set(want) ^ set(got)) or sorted(k for k in want if want[k] != got[k])
+    wrong = sorted(set(want) ^ set(tensors)) or [k for k in want if tuple(tensors[k].shape) != want[k]]
+    if wrong:
         raise PairMismatch(f"the adapter tensors do not match their config ({len(wrong)} names or shapes differ, "
                            f"e.g. {wrong[0]}): the two files are not one pair")
     model.load_trainable_state_dict(tensors)
