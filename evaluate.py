@@ -4,9 +4,8 @@
 adapters from a checkpoint and the arguments saved in it (or from the run's adapter pair, adapters.json +
 adapters.safetensors, checked against the backbone it names); `--checkpoint RUN --video PATH ...` prints the top-5
 classes of your own videos instead; `--compare runs/*` prints one table of finished runs (harness/compare.py).
-Follows
-the evaluation of "Efficient Transfer Learning for Video-language Foundation Models" (CVPR 2025), Sec. 4.1, and the
-protocols it shares with ViFi-CLIP:
+Follows the evaluation of "Efficient Transfer Learning for Video-language Foundation Models" (CVPR 2025), Sec. 4.1,
+and the protocols it shares with ViFi-CLIP:
   - multi-view test: the softmax of each view's logits is summed over views; views per dataset in VIEWS;
   - few-shot / full: top-1 and top-5 on the test split (several checkpoints, e.g. seeds, are averaged);
   - base-to-novel: base and novel classes tested separately, each against its own label set; base, novel and
