@@ -38,6 +38,13 @@ Two token layouts, told by the backbone (token_layout), never guessed from its t
            the class token, which has no frame axis, gets the spatial path (W_up h) only.
 group_frames/ungroup_frames below are the only code that knows where a layout puts each frame's tokens.
 
+Trained adapters travel as a pair of plain files, after PEFT's adapter_config.json + adapter_model.safetensors
+(huggingface/peft, src/peft/utils/constants.py CONFIG_NAME and SAFETENSORS_WEIGHTS_NAME): adapters.json, the
+pair_config() below (what to rebuild MSTA with, the backbone it was trained on and its fingerprint(), the class
+names and prompt template), and adapters.safetensors, trainable_state_dict() alone. from_pair() builds MSTA from
+the two on a given backbone and refuses, in one line (PairMismatch), a backbone they do not fit. Reading the files
+takes json and the `safetensors` package (docs/adapters.md); this file stays torch-only.
+
 Shape legend: B videos, T frames, N tokens per frame (1 + grid^2), D width, C classes, E embedding,
 L text length, r adapter bottleneck (the rank); joint layout: P patches per frame (grid^2), M = 1 + P*T tokens.
 """
@@ -45,6 +52,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+__version__ = "1.0.0"  # this project's version, recorded in every adapter pair (pair_config)
+PAIR_FORMAT, PAIR_FORMAT_VERSION = "msta-adapters", 1  # adapters.json's "format"; the version counts changes
 
 
 class GradScale(torch.autograd.Function):
@@ -374,3 +384,87 @@ def parameter_counts(model):
 def format_counts(trainable, total):
     """"trainable X.XXM of Y.YYM (Z.Z%)", as train.py prints it."""
     return f"trainable {trainable / 1e6:.2f}M of {total / 1e6:.2f}M ({100 * trainable / total:.1f}%)"
+
+
+# ------------------------------------------------------------------------------ the adapters as a pair of files
+class PairMismatch(ValueError):
+    """An adapter pair that does not fit the backbone it is loaded onto: one line saying why and what to do."""
+
+
+def fingerprint(backbone):
+    """The backbone's weights as "<count>:<16 hex digits>": the number of parameter elements and the exact integer
+    sum of their float32 bit patterns (mod 2^64). Integer addition ignores order, so the names, splits and layouts
+    of a library drop out (Hugging Face splits OpenAI's q/k/v and transposes its projections: same fingerprint), and
+    fp16/bf16 weights count as the float32 values they stand for; any changed value changes it (barring an exact
+    cancellation), a precision lost in loading included. One pass over the weights, no copy of float32 ones."""
+    count, total = 0, 0
+    with torch.no_grad():
+        for p in backbone.parameters():
+            bits = p.detach().float().contiguous().view(torch.int32)  # the float32 bit pattern as an integer
+            count += bits.numel()
+            total += int(bits.sum(dtype=torch.int64))  # < 2^31 per element: no int64 overflow below 2^32 weights
+    return f"{count}:{total % 2 ** 64:016x}"
+
+
+def describe(backbone):
+    """What a pair needs a backbone to have: its token layout, and the widths and depths of its blocks."""
+    v, t = backbone.vision_blocks, backbone.text_blocks
+    return dict(token_layout=backbone.token_layout, vision_width=v[0].ln_1.weight.shape[0],
+                text_width=t[0].ln_1.weight.shape[0], vision_blocks=len(v), text_blocks=len(t))
+
+
+def pair_config(msta, backbone_name, classnames, template, context_length=77, **extra):
+    """adapters.json, plain values: MSTA(backbone, **config["msta"]) rebuilds `msta`; the backbone trained on (a
+    name, describe(), fingerprint()); the text trained on (the template, "{class}" the class name, and the names in
+    label order); the version. `extra`: more sections (train.py adds the preprocessing and the run's arguments)."""
+    return dict(format=PAIR_FORMAT, format_version=PAIR_FORMAT_VERSION, version=__version__,
+                backbone=dict(name=backbone_name, **describe(msta.clip), fingerprint=fingerprint(msta.clip)),
+                msta=dict(num_frames=msta.num_frames, rank=msta.rank, blocks=[msta.start + 1, msta.stop],
+                          scale=msta.scale, temporal=msta.temporal),
+                text=dict(template=template, classnames=list(classnames), context_length=context_length), **extra)
+
+
+def pair_prompts(config):
+    """The prompts the adapters were trained with, one per class in label order: ["a video of archery.", ...]."""
+    return [config["text"]["template"].replace("{class}", name) for name in config["text"]["classnames"]]
+
+
+def check_pair(backbone, config, weights_may_differ=False):
+    """PairMismatch (one line) unless the config fits `backbone`: format, token layout, widths and depths, and the
+    weights by fingerprint (unless weights_may_differ)."""
+    if not isinstance(config, dict) or config.get("format") != PAIR_FORMAT:
+        raise PairMismatch(f'not an MSTA adapter config (its "format" is not "{PAIR_FORMAT}")')
+    if config.get("format_version", 0) > PAIR_FORMAT_VERSION:
+        raise PairMismatch(f"the pair's format version {config['format_version']} is newer than this adapters.py's "
+                           f"({PAIR_FORMAT_VERSION}): copy the newer adapters.py")
+    trained, here, redo = config["backbone"], describe(backbone), "load them onto the backbone they were trained on"
+    name = trained.get("name") or "its backbone"
+    if trained["token_layout"] != here["token_layout"]:
+        raise PairMismatch(f"the adapters were trained on {name}, whose token layout is {trained['token_layout']!r}; "
+                           f"this backbone's is {here['token_layout']!r}: {redo}")
+    size = "{vision_width}/{text_width} wide with {vision_blocks}/{text_blocks} blocks".format
+    if size(**trained) != size(**here):
+        raise PairMismatch(f"the adapters were trained on {name}, {size(**trained)} (vision/text); this backbone is "
+                           f"{size(**here)}: {redo}")
+    if not weights_may_differ and (found := fingerprint(backbone)) != trained["fingerprint"]:
+        raise PairMismatch(f"this backbone's weights are not those of {name} that the adapters were trained on "
+                           f"(fingerprint {found}, trained on {trained['fingerprint']}): load those weights (in "
+                           "their own precision), or pass weights_may_differ=True if other weights are meant")
+
+
+def from_pair(backbone, config, tensors, weights_may_differ=False):
+    """MSTA on `backbone` with a pair's trained adapters: config = json.load of adapters.json, tensors =
+    safetensors.torch.load_file of adapters.safetensors. A backbone they do not fit (check_pair) is refused with
+    PairMismatch, one line; weights_may_differ=True accepts other weights (e.g. a fine-tuned copy)."""
+    try:
+        check_pair(backbone, config, weights_may_differ)
+        model = MSTA(backbone, **{**config["msta"], "blocks": tuple(config["msta"]["blocks"])})
+    except KeyError as e:
+        raise PairMismatch(f"not a complete MSTA adapter config (no {e.args[0]!r} entry)") from None
+    want = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
+    wrong = sorted(set(want) ^ set(tensors)) or [k for k in want if tuple(tensors[k].shape) != want[k]]
+    if wrong:
+        raise PairMismatch(f"the adapter tensors do not match their config ({len(wrong)} names or shapes differ, "
+                           f"e.g. {wrong[0]}): the two files are not one pair")
+    model.load_trainable_state_dict(tensors)
+    return model

@@ -1,10 +1,11 @@
 """Evaluate trained MSTA adapters the way each protocol publishes its numbers.
 
 `python evaluate.py --checkpoint runs/RUN [more runs] [--dataset ... --protocol ...]` rebuilds CLIP plus the
-adapters from a checkpoint and the arguments saved in it; `--checkpoint RUN --video PATH ...` prints the top-5
-classes of your own videos instead; `--compare runs/*` prints one table of finished runs (harness/compare.py). Follows
-the evaluation of "Efficient Transfer Learning for Video-language Foundation Models" (CVPR 2025), Sec. 4.1, and the
-protocols it shares with ViFi-CLIP:
+adapters from a checkpoint and the arguments saved in it (or from the run's adapter pair, adapters.json +
+adapters.safetensors, checked against the backbone it names); `--checkpoint RUN --video PATH ...` prints the top-5
+classes of your own videos instead; `--compare runs/*` prints one table of finished runs (harness/compare.py).
+Follows the evaluation of "Efficient Transfer Learning for Video-language Foundation Models" (CVPR 2025), Sec. 4.1,
+and the protocols it shares with ViFi-CLIP:
   - multi-view test: the softmax of each view's logits is summed over views; views per dataset in VIEWS;
   - few-shot / full: top-1 and top-5 on the test split (several checkpoints, e.g. seeds, are averaged);
   - base-to-novel: base and novel classes tested separately, each against its own label set; base, novel and
@@ -211,8 +212,9 @@ def parse_args(argv=None):
                     "<clip>-<dataset>-<protocol>/ for --zero-shot-clip; --output changes that, and each test set's "
                     "predictions.csv and confusion.png go beside them. A folder holding results is never written "
                     "over unless --overwrite is given. --video only prints.")
-    p.add_argument("--checkpoint", nargs="*", default=[], metavar="RUN", help="run folder(s) or checkpoint.pt "
-                   "file(s); several (e.g. three seeds) are averaged as the protocol prescribes")
+    p.add_argument("--checkpoint", nargs="*", default=[], metavar="RUN", help="run folder(s), checkpoint.pt "
+                   "file(s) or adapter pairs (adapters.json / adapters.safetensors, or a folder holding only them); "
+                   "several (e.g. three seeds) are averaged as the protocol prescribes")
     p.add_argument("--video", nargs="+", default=None, metavar="PATH", help="classify these video files (or "
                    "frame folders) with the one --checkpoint run: its backbone, adapters and class names; prints "
                    "the top-5 classes of each with probabilities, using the test views of the run's dataset "
@@ -329,6 +331,17 @@ def classify(model, classnames, paths, device, frames, views, precision="fp32", 
     return failed
 
 
+def trained_msta(args, ckpt, device):
+    """MSTA with a run's trained adapters: checkpoint.pt's on the backbone args.clip names, or an adapter pair's,
+    checked against that backbone first (models.msta_from_pair)."""
+    if "pair" in ckpt:
+        return models.msta_from_pair(args.clip, device, ckpt["pair"], ckpt["adapters"], ckpt["path"])
+    model = models.build_msta(args.clip, device, args.frames, args.rank, args.blocks, args.scale, args.temporal,
+                              args.seed)
+    model.load_trainable_state_dict(ckpt["adapters"])
+    return model
+
+
 def main(argv=None):
     a = parse_args(argv)
     if a.compare is not None:
@@ -364,9 +377,7 @@ def main(argv=None):
             classnames = data.class_names(reader, args.data_root, args.class_text, **lists)
         default = VIEWS.get(args.dataset, (1, 1))
         views = (a.clips or default[0], a.crops or default[1])
-        model = models.build_msta(args.clip, device, args.frames, args.rank, args.blocks, args.scale, args.temporal,
-                                  args.seed)
-        model.load_trainable_state_dict(plans[0][1]["adapters"])
+        model = trained_msta(args, plans[0][1], device)
         if classify(model, classnames, a.video, device, args.frames, views, args.precision, template=args.prompt):
             sys.exit(2)
         return None
@@ -375,7 +386,7 @@ def main(argv=None):
     if a.zero_shot_clip:
         output = os.path.join("runs", f"zero-shot-clip-{runs.backbone_tag(args.clip)}-{tag}")
     elif len(a.checkpoint) == 1:
-        run_dir = os.path.dirname(a.checkpoint[0]) if a.checkpoint[0].endswith(".pt") else a.checkpoint[0]
+        run_dir = a.checkpoint[0] if os.path.isdir(a.checkpoint[0]) else os.path.dirname(a.checkpoint[0])
         output = os.path.join(run_dir, f"eval-{tag}")
     else:
         output = os.path.join("runs", f"{tag}-mean-of-{len(a.checkpoint)}")
@@ -387,9 +398,7 @@ def main(argv=None):
         if ckpt is None:
             model = FrozenCLIP(models.load_backbone(args.clip).to(device))
         else:
-            model = models.build_msta(args.clip, device, args.frames, args.rank, args.blocks, args.scale,
-                                      args.temporal, args.seed)
-            model.load_trainable_state_dict(ckpt["adapters"])
+            model = trained_msta(args, ckpt, device)
         reader, lists = settings.data_source(args)
         result = run_protocol(model, device, args.protocol, args.dataset, reader, args.data_root, lists, args.split,
                               args.seed, args.frames, test_views(args.dataset, args.clips, args.crops),

@@ -35,6 +35,7 @@ import evaluate
 import losses
 import models
 import prompts
+import weights
 from harness import curves, memory, recipe, report, runs, settings
 from video import batches, layouts, transforms
 
@@ -194,10 +195,11 @@ def finish(output, record, results, history, epochs, log):
     """Rank 0 at the end: results.{json,md}, curves.png, and the list of the run's files."""
     runs.write_results(output, record, log)
     files = [("results table", "results.md"), ("all numbers", "results.json"),
-             ("adapters", "checkpoint.pt"), ("per epoch", "history.csv"), ("log", "log.txt")]
+             ("adapters", "checkpoint.pt"), ("adapters, portable", "adapters.safetensors"),
+             ("their config", "adapters.json"), ("per epoch", "history.csv"), ("log", "log.txt")]
     title = f"{os.path.basename(os.path.normpath(output))}"
     if curves.plot(output, history, (epochs, results["summary"]["top1"], results["views"]), title):
-        files.insert(4, ("curves", "curves.png"))
+        files.insert(len(files) - 1, ("curves", "curves.png"))  # before the log
     else:
         log("curves.png: not drawn, matplotlib is not installed (pip install matplotlib)")
     files = [(name, os.path.join(output, f)) for name, f in files]
@@ -266,6 +268,11 @@ def main(argv=None):
         f"{adapters.format_counts(*counts)}")
     context = model.clip.context_length  # 77 for CLIP, 32 for ViCLIP: every text is tokenized at the model's own
     tokens = prompts.class_tokens(classnames, context, args.prompt).to(device)                 # (C, L)
+    # The adapters as a pair of plain files, to take to any project (adapters.from_pair): what to rebuild them with,
+    # the backbone's fingerprint, the text they were trained on, the preprocessing, and this run's arguments.
+    pair = adapters.pair_config(model, args.clip, classnames, args.prompt, context_length=context, video=dict(
+        resolution=model.clip.visual.input_resolution, mean=list(model.clip.mean), std=list(model.clip.std)),
+        run={k: v for k, v in vars(args).items() if k != "classnames"})
     targets = None if descriptions is None else prompts.encode_descriptions(model, descriptions, context)
     model.checkpoint_blocks = args.grad_checkpointing
     step_fn = TrainStep(model)
@@ -335,6 +342,7 @@ def main(argv=None):
             runs.save_checkpoint(ckpt_path, dict(
                 adapters=model.trainable_state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
                 scheduler=dict(step=step), epoch=epoch + 1, history=history, args=vars(args)))
+            weights.write_pair(args.output, pair, model.trainable_state_dict(), epoch=epoch + 1)
             _INTERRUPTED = resume_hint(args.output, argv, epoch + 1)
             curves.write_history(args.output, history)
 
@@ -363,10 +371,11 @@ def parse_args(argv=None):
     p = runs.Parser(description=__doc__.split("\n")[0], formatter_class=runs.HelpFormatter, epilog="A run folder "
                         "(--output; default runs/<dataset>-<protocol>-<shots>-<backbone>-<temporal>-r<rank>-"
                         "b<blocks>-split<N>-seed<N>, plus any other setting you typed) receives log.txt, "
-                        "checkpoint.pt (every epoch), history.csv, curves.png (with matplotlib), results.md, "
-                        "results.json, predictions.csv and confusion.png (with matplotlib; harness/report.py). A "
-                        "folder that already holds a run is never written over: use --resume to continue it, or "
-                        "--output / --overwrite.")
+                        "checkpoint.pt and the adapter pair adapters.json + adapters.safetensors (every epoch; "
+                        "docs/adapters.md), history.csv, curves.png (with matplotlib), results.md, results.json, "
+                        "predictions.csv and confusion.png (with matplotlib; harness/report.py). A folder that "
+                        "already holds a run is never written over: use --resume to continue it, or --output / "
+                        "--overwrite.")
     # What to train on.
     p.add_argument("--dataset", default="synthetic", choices=data.DATASETS,
                    help="synthetic: offline demo; folder: your own videos, see --data-root")

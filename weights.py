@@ -7,9 +7,12 @@ data by a restricted unpickler, or from a plain torch.save'd state dict. read_vi
 published (a flat .safetensors file, or a .pth of its training code), and is_viclip_file, which tells the two
 backbones' files apart by their tensor names. clip.load and viclip.load build on these. CLIPError is what they
 raise: one line a user can act on.
+write_pair / read_pair: a run's trained adapters as two plain files, adapters.json (adapters.pair_config) and
+adapters.safetensors (the tensors, no pickle); adapters.from_pair builds MSTA from them.
 """
 import hashlib
 import http.client
+import json
 import os
 import pickle
 import sys
@@ -242,3 +245,63 @@ def read_viclip_state_dict(path):
     if not isinstance(sd, dict):
         raise CLIPError(f"{path} holds a {type(sd).__name__}, not a state dict of ViCLIP weights")
     return sd
+
+
+# ---- adapter pairs (train.py writes them, evaluate.py reads them): adapters.json + adapters.safetensors
+PAIR_FILES = ("adapters.json", "adapters.safetensors")  # after PEFT's adapter_config.json + adapter_model.safetensors
+
+
+class PairError(CLIPError):
+    """An adapter pair that is missing, incomplete or unreadable: one line."""
+
+
+def pair_paths(path):
+    """(adapters.json, adapters.safetensors) of a pair given as its folder or as either of its two files."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    return tuple(os.path.join(folder, name) for name in PAIR_FILES)
+
+
+def has_pair(path):
+    """Whether `path` (a folder, or a file of the pair) names an adapter pair: either of its files exists."""
+    if os.path.isfile(path) and os.path.basename(path) not in PAIR_FILES:
+        return False
+    return any(os.path.isfile(p) for p in pair_paths(path))
+
+
+def write_pair(folder, config, tensors, epoch=None):
+    """Write `folder`/adapters.safetensors (tensors, float32 on the CPU, plus the epoch in its header's metadata)
+    and adapters.json (config, indented), each to a temporary file first, then renamed: a kill at any moment leaves
+    the last complete file. The tensors go first, so the JSON, unchanged through a run, never names tensors not yet
+    written."""
+    from safetensors.torch import save  # the format's own writer (requirements.txt)
+    json_path, tensor_path = pair_paths(folder)
+    metadata = {"format": "pt"} if epoch is None else {"format": "pt", "epoch": str(epoch)}
+    data = save({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, metadata)
+    with open(tensor_path + ".tmp", "wb") as f:  # open(): the user's usual file permissions, like the JSON's
+        f.write(data)
+    os.replace(tensor_path + ".tmp", tensor_path)
+    with open(json_path + ".tmp", "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    os.replace(json_path + ".tmp", json_path)
+
+
+def read_pair(path):
+    """(config dict, {name: tensor}) of the adapter pair at `path`: its folder, or either of its two files."""
+    from safetensors.torch import load_file
+    json_path, tensor_path = pair_paths(path)
+    missing = [p for p in (json_path, tensor_path) if not os.path.isfile(p)]
+    if missing:
+        raise PairError(f"no adapter pair at {path}: {' and '.join(missing)} missing (a pair is "
+                        f"{' + '.join(PAIR_FILES)}, written by train.py into its run folder)")
+    try:
+        with open(json_path) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise PairError(f"{json_path}: not readable as JSON ({type(e).__name__}: {e})") from None
+    try:
+        tensors = load_file(tensor_path)
+    except Exception as e:  # safetensors' own SafetensorError, or an OSError
+        raise PairError(f"{tensor_path}: unreadable safetensors file ({type(e).__name__}: "
+                        f"{(str(e).strip().splitlines() or [''])[0]})") from None
+    return config, tensors

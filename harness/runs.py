@@ -2,8 +2,9 @@
 
 One-line user errors (UsageError, CheckpointError) and the argument parser that prints them; the run folder (what
 it holds, never written over by accident); the log, and a training run's progress (Meter: the numbers over all
-processes, the ETA); the thread rule; autocast; reading and atomically writing checkpoints; results.json /
-results.md; a backbone's name as a part of a run folder's name. Functions here take plain values.
+processes, the ETA); the thread rule; autocast; reading and atomically writing checkpoints (and reading a run's
+adapter pair in their place); results.json / results.md; a backbone's name as a part of a run folder's name.
+Functions here take plain values.
 """
 import argparse
 import json
@@ -15,11 +16,13 @@ import torch
 import torch.distributed as dist
 
 import clip
+import weights
 from harness import report
 from video import batches
 
 # What a run folder holds; a folder holding any of these is a run, and is never written over by accident.
-RUN_FILES = ("checkpoint.pt", "results.json", "results.md", "log.txt", "history.csv", "curves.png")
+RUN_FILES = ("checkpoint.pt", *weights.PAIR_FILES, "results.json", "results.md", "log.txt", "history.csv",
+             "curves.png")
 
 
 # ---------------------------------------------------------------------------------------- errors, arguments
@@ -175,11 +178,15 @@ def clear_output(folder, files=RUN_FILES):
 
 
 def read_checkpoint(path):
-    """A train.py checkpoint: plain tensors and values, so weights_only=True (no code runs on load)."""
+    """A train.py checkpoint: plain tensors and values, so weights_only=True (no code runs on load). A run folder
+    without checkpoint.pt, or a file of an adapter pair, is read as the pair (read_pair_run)."""
+    if weights.has_pair(path) and not os.path.isfile(os.path.join(path, "checkpoint.pt")):
+        return read_pair_run(path)
     if os.path.isdir(path):
         path = os.path.join(path, "checkpoint.pt")
     if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint at {path} (expected a run folder or its checkpoint.pt)")
+        raise CheckpointError(f"no checkpoint at {path} (expected a run folder, its checkpoint.pt, or its "
+                              f"adapter pair {' + '.join(weights.PAIR_FILES)})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, or holds objects weights_only refuses
@@ -187,6 +194,22 @@ def read_checkpoint(path):
     if not isinstance(ckpt, dict) or "adapters" not in ckpt or "args" not in ckpt:
         raise CheckpointError(f"{path} is not a train.py checkpoint (no 'adapters' and 'args' entries)")
     return ckpt
+
+
+def read_pair_run(path):
+    """An adapter pair (weights.read_pair) as read_checkpoint gives a checkpoint: {"adapters": tensors, "args": the
+    run's arguments}, plus "pair", its config, for models.msta_from_pair to check the backbone against, and "path".
+    The arguments are the config's "run" section (every train.py argument), under the adapters' own settings."""
+    config, tensors = weights.read_pair(path)
+    try:
+        m = config["msta"]
+        args = dict(dataset="folder", data_root=None, protocol="full", split=1, shots=None, seed=0, output=path)
+        args.update(config.get("run") or {})
+        args.update(clip=config["backbone"]["name"], frames=m["num_frames"], rank=m["rank"], blocks=list(m["blocks"]),
+                    scale=m["scale"], temporal=m["temporal"], classnames=list(config["text"]["classnames"]))
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{weights.pair_paths(path)[0]} is not an MSTA adapter config (no {e} entry)") from None
+    return dict(adapters=tensors, args=args, pair=config, path=path)
 
 
 def save_checkpoint(path, state):

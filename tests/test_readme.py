@@ -28,7 +28,8 @@ METHOD_TABLE = [
 ]
 
 FOLDERS = ("video", "harness", "bench", "clients")
-FILE_EXTENSIONS = {"py", "png", "csv", "txt", "json", "md", "pt", "pth", "mp4", "avi", "jpg", "gz", "tmp", "part"}
+FILE_EXTENSIONS = {"py", "png", "csv", "txt", "json", "md", "pt", "pth", "mp4", "avi", "jpg", "gz", "tmp", "part",
+                   "safetensors"}
 
 
 def readme():
