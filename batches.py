@@ -8,12 +8,71 @@ through data.py and transforms.py.
 
 Shape legend: B videos, T frames.
 """
+import os
+
 import torch
 
 import data
 import runs
 
 PREFETCH = 4  # batches each loader worker keeps ready (torch's default is 2); measured: see README "Performance"
+# The final test's loader: the bytes of test batches on the host at once (those the workers hold ready, the one
+# being pinned and the one being read) stay within TEST_BUDGET, and what travels through shared memory within
+# SHM_SHARE of /dev/shm's free space. Test views are uint8 (transforms.TestTransform(uint8=True)), normalised on the
+# device. HMDB51's 10 x 3 views of 8 frames at 224 px are 36 MiB a video: a batch of 8 is 289 MiB.
+TEST_BUDGET = 4 * 2**30
+SHM_SHARE = 0.5  # other processes (the training loader's workers, other jobs) share /dev/shm
+TEST_PREFETCH = 2  # torch's default; more buys nothing when the budget already bounds the workers
+
+
+class SharedMemoryError(Exception):
+    """/dev/shm too small for the loader: one line naming --shm-size (Docker's default is 64 MB), exit status 2."""
+
+
+def shm_free(path="/dev/shm"):
+    """Free bytes of the shared memory the loader's workers hand batches over in; None where there is no
+    /dev/shm (torch then uses another kind of shared memory, not bounded by a mount)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def shm_advice(needed, free):
+    """The one line for a loader that does not fit shared memory."""
+    have = "" if free is None else f", {free / 2**20:.0f} MiB free"
+    what = (f"needs {needed / 2**20:.0f} MiB of shared memory (/dev/shm{have})" if needed else
+            f"ran out of shared memory (/dev/shm{have})")
+    return (f"the data loader {what}: in a container, start it with a larger --shm-size (e.g. docker run "
+            "--shm-size=16g; Docker's default is 64 MB), or pass --workers 0 (slower: the main process decodes)")
+
+
+def is_shm_exhaustion(error):
+    """Did a DataLoader fail because shared memory ran out? (torch's messages: a worker killed by a bus error,
+    or a write to a /torch_* shared-memory file with no space left.)"""
+    text = str(error)
+    return "shared memory" in text or "Bus error" in text or ("/torch_" in text and "No space" in text)
+
+
+def test_loader_plan(item_bytes, batch_size, workers, budget=TEST_BUDGET, shm=None):
+    """(videos per batch, workers, prefetch per worker) for a test loader of items of item_bytes each: at most
+    (workers x prefetch + 2) batches on the host, within `budget`, and workers x prefetch + 1 batches in shared
+    memory, within SHM_SHARE of `shm` free bytes (default: /dev/shm's). The batch is halved when even one worker
+    would not fit (the scores do not depend on it); SharedMemoryError when one video does not."""
+    if workers == 0:  # the main process loads: nothing in shared memory, one batch at a time
+        return batch_size, 0, None
+    shm = shm_free() if shm is None else shm
+    room = float("inf") if shm is None else shm * SHM_SHARE
+    batch = batch_size
+    while batch > 1 and (3 * batch * item_bytes > budget or 2 * batch * item_bytes > room):
+        batch = (batch + 1) // 2
+    if 2 * batch * item_bytes > room:
+        raise SharedMemoryError(shm_advice(2 * batch * item_bytes / SHM_SHARE, shm))
+    size = batch * item_bytes
+    slots = max(1, int(min(budget // size - 2, room // size - 1)))  # batches the workers may hold at once
+    workers = min(workers, slots)
+    return batch, workers, max(1, min(TEST_PREFETCH, slots // workers))
 
 
 def training_set(args, resolution, mean=data.CLIP_MEAN, std=data.CLIP_STD):

@@ -70,16 +70,17 @@ def micro_batch(args, step_fn, model, optimizer, tokens, autocast, device, distr
     return micro
 
 
-def out_of_memory_advice(args, micro, local, precision, checkpointing):
+def out_of_memory_advice(args, micro, local, precision, checkpointing, half="bf16"):
     """The one line train.py ends with when CUDA runs out of memory: the settings that ran out, and the options
-    that use less memory for the same result (all of them keep the global batch)."""
+    that use less memory for the same result (all of them keep the global batch). half: the 16-bit precision the
+    card computes natively (precision.half(): bf16 from sm80, fp16 below), the one to advise instead of fp32."""
     options = []
     if micro > 1:
         options.append(f"--micro-batch {micro // 2} (or auto: the largest that fits)")
     if not checkpointing:
         options.append("--grad-checkpointing")
     if precision == "fp32":
-        options.append("--precision bf16")
+        options.append(f"--precision {half}")
     ran = (f"micro-batches of {micro} of {local} videos per process, {precision}, "
            f"{'with' if checkpointing else 'no'} activation checkpointing")
     if not options:

@@ -10,7 +10,10 @@ import argparse
 import json
 import os
 import sys
+import tempfile
+import threading
 import time
+import traceback
 
 import torch
 import torch.distributed as dist
@@ -141,6 +144,95 @@ def choose_threads(workers, requested=None):
     threads = max(1, cores - reserved)
     torch.set_num_threads(threads)
     return threads
+
+
+def processes():
+    """(distributed, rank, world, device): torchrun's process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on
+    CPUs), each process on its own GPU (LOCAL_RANK); else one process, on the GPU or the CPU."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        watch_peers(dist.get_rank())
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return distributed, rank, world, device
+
+
+# ---- failures under torchrun: one line on the rank that failed, and the others stop at once
+FAILED = "msta/failed"  # the key a failing rank sets in torchrun's store (the process group's TCPStore)
+
+
+def watch_peers(rank, every=0.5):
+    """A daemon thread that ends this process with one line as soon as another rank has failed (exit()): without
+    it, the others would wait in their next collective until the launcher or NCCL's timeout stops them."""
+    store = dist.distributed_c10d._get_default_store()
+
+    def watch():
+        while True:
+            time.sleep(every)
+            try:
+                if not store.check([FAILED]):
+                    continue
+                message = store.get(FAILED).decode()
+            except Exception:  # the store is gone: the run is over
+                return
+            print(f"error: rank {rank} stopped: {message}", file=sys.stderr, flush=True)
+            os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="msta-watch-peers").start()
+
+
+def failure_line(error):
+    """One line for a failure nobody anticipated (a cuBLAS error, a bug): its type and first line, and where
+    its traceback was saved (the system's temporary folder)."""
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    fd, path = tempfile.mkstemp(prefix=f"msta-rank{rank}-", suffix=".traceback.txt")
+    with os.fdopen(fd, "w") as f:
+        traceback.print_exception(error, file=f)
+    first = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first} (traceback: {path})"
+
+
+def exit(message, status):
+    """End a command with `error: message` on stderr and `status`. Under torchrun this rank first tells the
+    others (watch_peers) and then leaves at once (os._exit: no destructor waits on a collective the others will
+    never join). When another rank failed first, its failure is the line: this one is its consequence (a peer's
+    closed connection)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(status)
+    rank = dist.get_rank()
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        if store.check([FAILED]):
+            message, status = f"stopped: {store.get(FAILED).decode()}", 1
+        else:
+            store.set(FAILED, f"rank {rank} failed: {message}")
+    except Exception:  # no store to tell: the launcher stops the others when this process ends
+        pass
+    print(f"error: rank {rank}: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(status)
+
+
+def broadcast_checkpoint(path, distributed, rank):
+    """read_checkpoint(path) on rank 0, sent to every other rank: --resume across machines needs the checkpoint
+    on the first machine only, where rank 0 wrote it. An unreadable one is the same one-line error on every rank."""
+    if not distributed:
+        return read_checkpoint(path)
+    box = [None]
+    if rank == 0:
+        try:
+            box = [read_checkpoint(path)]
+        except CheckpointError as e:
+            box = [e]
+    dist.broadcast_object_list(box, src=0)  # pickled tensors: on NCCL they travel via this rank's GPU
+    if isinstance(box[0], CheckpointError):
+        raise box[0]
+    return box[0]
 
 
 def autocast_for(device, precision):

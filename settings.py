@@ -9,6 +9,7 @@ import os
 
 import torch
 
+import precision
 import recipe
 import runs
 from runs import UsageError
@@ -17,7 +18,7 @@ from runs import UsageError
 # protocol, shots, backbone, temporal, rank, blocks, split and seed): added to the name when typed, e.g. "-lr0.01".
 NAME_EXTRAS = (("frames", "f"), ("epochs", "ep"), ("warmup_epochs", "warm"), ("batch_size", "bs"), ("lr", "lr"),
                ("min_lr", "minlr"), ("weight_decay", "wd"), ("scale", "scale"), ("alpha", "alpha"),
-               ("num_descriptions", "desc"), ("precision", ""))
+               ("num_descriptions", "desc"), ("precision", ""), ("tf32", "tf32"))
 
 
 def resolve(args, PROTOCOLS):
@@ -84,8 +85,10 @@ def resolve(args, PROTOCOLS):
         raise UsageError("--resume continues the run in the output folder, --overwrite replaces it: choose one")
     if args.data_root is None:
         args.data_root = os.path.join("data", args.dataset)
-    if args.precision is None:
-        args.precision = "bf16" if torch.cuda.is_available() else "fp32"
+    try:  # by what the card computes natively (precision.py): bf16 from sm80, fp16 below, fp32 on the CPU
+        args.precision = precision.choose(args.precision, torch.cuda.is_available())
+    except precision.PrecisionError as e:
+        raise UsageError(str(e)) from None
     if args.output is None:
         args.output = os.path.join("runs", run_name(args))
     if getattr(args, "recipe", None) and not args.print_config:
