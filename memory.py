@@ -5,9 +5,12 @@ gradients as one pass). --micro-batch auto picks the largest that fits, once, be
 forward and backward; when a step still runs out of memory, out_of_memory_advice names the options that use less
 for the same result. The measured memory per clip, and which options fit which GPU: docs/performance.md.
 """
+import math
+
 import torch
 import torch.distributed as dist
 
+import data
 import runs
 
 
@@ -29,21 +32,42 @@ def choose_micro_batch(value, local, device, fits):
     return m
 
 
-def trial_fits(step_fn, msta, optimizer, shape, tokens, autocast, device, margin=0.9):
-    """fits(m) for choose_micro_batch: a forward and backward of m zero videos of shape (T, 3, H, W) with the
-    class features, then whether its peak memory plus AdamW's state (two fp32 copies of the adapters, made by
-    the first step) stays under `margin` of the GPU. Leaves no gradient and touches no adapter."""
-    state = 0 if optimizer.state else 2 * sum(p.numel() * 4 for p in msta.parameters() if p.requires_grad)
+def worst_draws(n):
+    """Photometric draws (n, PHOTOMETRIC_PARAMS) that run every operation on every clip, jitter and grayscale:
+    the augmentation's largest temporaries, for the trial."""
+    params = data.no_photometric().repeat(n, 1)
+    params[:, 0], params[:, 9] = 1, 1
+    return params
+
+
+def trial_fits(step_fn, msta, optimizer, shape, tokens, autocast, device, local, mean=data.CLIP_MEAN,
+               std=data.CLIP_STD, margin=0.9):
+    """fits(m) for choose_micro_batch: whether a real step in micro-batches of m videos fits the memory that is
+    FREE on the GPU now (mem_get_info()[0]: other processes and this one's weights already hold the rest).
+
+    The trial holds what a step holds: the process's whole batch of `local` uint8 clips (shape (T, 3, H, W) each)
+    on the device, the float batch the augmentation makes of it (photometric with every operation on, so its
+    temporaries are in the peak), the class features with autograd, and one micro-batch's forward and backward.
+    Added to its peak: AdamW's two fp32 moments of the adapters when the first step has not made them yet, and
+    the previous step's float batch, still alive while the next one is augmented. Leaves no gradient and touches
+    no adapter."""
+    trainable = sum(p.numel() * 4 for p in msta.parameters() if p.requires_grad)
+    floats = local * math.prod(shape) * 4
+    extra = (0 if optimizer.state else 2 * trainable) + floats
 
     def fits(m):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+        held, free = torch.cuda.memory_allocated(device), torch.cuda.mem_get_info(device)[0]
         try:
+            clips = torch.zeros(local, *shape, dtype=torch.uint8, device=device)
+            videos = data.photometric(clips, worst_draws(local), mean, std)          # (local, T, 3, H, W) float
             with autocast:
                 text = msta.encode_text(tokens)
-                logits = step_fn(torch.zeros(m, *shape, device=device), text)
+                logits = step_fn(videos[:m], text)
             logits.float().sum().backward()
-            ok = torch.cuda.max_memory_allocated(device) + state < margin * torch.cuda.mem_get_info(device)[1]
+            del clips, videos, text, logits
+            ok = torch.cuda.max_memory_allocated(device) - held + extra < margin * free
         except torch.cuda.OutOfMemoryError:
             ok = False
         optimizer.zero_grad(set_to_none=True)
@@ -59,7 +83,8 @@ def micro_batch(args, step_fn, model, optimizer, tokens, autocast, device, distr
     # The trials run on this process alone (no DDP: no collective); then every process takes the smallest found.
     resolution = model.clip.visual.input_resolution
     micro = choose_micro_batch(args.micro_batch or local, local, device, trial_fits(
-        step_fn, model, optimizer, (args.frames, 3, resolution, resolution), tokens, autocast, device))
+        step_fn, model, optimizer, (args.frames, 3, resolution, resolution), tokens, autocast, device, local,
+        getattr(model.clip, "mean", data.CLIP_MEAN), getattr(model.clip, "std", data.CLIP_STD)))
     if distributed and args.micro_batch == "auto":
         found = torch.tensor([micro], device=device)
         dist.all_reduce(found, op=dist.ReduceOp.MIN)

@@ -374,11 +374,19 @@ def lists(args):
 ETA_AFTER = 3  # steps of warm-up the ETA leaves out
 
 
-class Meter:
-    """The epoch's loss, accuracy and speed over all processes, and the progress line with its ETA."""
+METER_EVERY = 20  # steps between reads of the meter's sums (one host-device sync and, under torchrun, one all-reduce)
 
-    def __init__(self, args, steps_per_epoch, start_epoch, device, distributed, log):
+
+class Meter:
+    """The epoch's loss, accuracy and speed over all processes, and the progress line with its ETA.
+
+    The step's numbers are added on the device and read every `every` steps of an epoch and at its end (row()):
+    reading a number from the GPU waits for it, and an all-reduce per step adds a collective, so a step of the
+    loop makes neither. Reads fall on the same steps of each epoch, so a resumed run sums exactly as a whole one."""
+
+    def __init__(self, args, steps_per_epoch, start_epoch, device, distributed, log, world=1, every=None):
         self.args, self.device, self.distributed, self.log = args, device, distributed, log
+        self.world, self.every = world, every or METER_EVERY
         self.total_steps, self.t_start = args.epochs * steps_per_epoch, time.time()
         # The ETA is timed from the ETA_AFTER-th step of this process on: the first steps include start-up (loader
         # workers, allocator, first-touch of the weights) and made a 2-minute run's first ETA 7:32.
@@ -388,27 +396,45 @@ class Meter:
     def start(self, epoch):
         """A new epoch: its sums start from zero."""
         self.epoch, self.seen, self.loss_sum, self.correct, self.t_epoch = epoch, 0, 0.0, 0, time.time()
+        self.steps, self.unread, self.unread_seen = 0, torch.zeros(2, dtype=torch.float64, device=self.device), 0
 
     def update(self, step, loss, logits, labels, lr):
-        """Add one step's batch (summed over processes) and rewrite the progress line."""
-        # Log the global numbers: the mean over processes equals the one-process value.
-        stats = torch.tensor([loss.item() * len(labels), (logits.argmax(-1) == labels).sum().item(), len(labels)],
-                             dtype=torch.float64, device=self.device)
+        """Add one step's batch (this process's share) to the device sums; every `every` steps of the epoch read
+        them (summed over processes) and rewrite the progress line. Returns the mean loss over the global batches
+        since the last read when this step read them (for --tensorboard), else None."""
+        n = len(labels)
+        # (loss x videos, correct) of this process's batch, added on the device: no read, no collective.
+        self.unread += torch.stack([loss.detach().double() * n, (logits.argmax(-1) == labels).sum().double()])
+        self.unread_seen += n * self.world  # every process takes the same share of each global batch
+        self.steps += 1
+        if self.steps % self.every:
+            return None
+        return self.read(step, lr)
+
+    def read(self, step=None, lr=None):
+        """Fold the device sums into the epoch's: one all-reduce (under torchrun) and one read of two numbers."""
+        if not self.unread_seen:
+            return None
+        sums = self.unread
         if self.distributed:
-            dist.all_reduce(stats)
-        self.loss_sum, self.correct = self.loss_sum + stats[0].item(), self.correct + stats[1].item()
-        self.seen += stats[2].item()
-        if self.eta_from is None and step >= self.eta_after:
-            self.eta_from = (time.time(), step)
-        eta = "--:--" if self.eta_from is None or step == self.eta_from[1] else hms(
-            (time.time() - self.eta_from[0]) / (step - self.eta_from[1]) * (self.total_steps - step))
-        self.log.progress(f"epoch {self.epoch + 1}/{self.args.epochs} step {step}/{self.total_steps} loss "
-                          f"{self.loss_sum / self.seen:.4f} lr {lr:.2e} "
-                          f"{self.seen / (time.time() - self.t_epoch):.1f} clips/s ETA {eta}")
-        return stats[0].item() / stats[2].item()  # this step's loss over the global batch (for --tensorboard)
+            dist.all_reduce(sums)
+        loss_sum, correct = sums.tolist()
+        seen = self.unread_seen
+        self.loss_sum, self.correct, self.seen = self.loss_sum + loss_sum, self.correct + correct, self.seen + seen
+        self.unread, self.unread_seen = torch.zeros_like(sums), 0
+        if step is not None:
+            if self.eta_from is None and step >= self.eta_after:
+                self.eta_from = (time.time(), step)
+            eta = "--:--" if self.eta_from is None or step == self.eta_from[1] else hms(
+                (time.time() - self.eta_from[0]) / (step - self.eta_from[1]) * (self.total_steps - step))
+            self.log.progress(f"epoch {self.epoch + 1}/{self.args.epochs} step {step}/{self.total_steps} loss "
+                              f"{self.loss_sum / self.seen:.4f} lr {lr:.2e} "
+                              f"{self.seen / (time.time() - self.t_epoch):.1f} clips/s ETA {eta}")
+        return loss_sum / seen
 
     def row(self, lr):
-        """The epoch's row of history.csv (test numbers are added to it by the caller)."""
+        """The epoch's row of history.csv (test numbers are added to it by the caller), after the last read."""
+        self.read()
         seen = max(1, self.seen)
         return dict(epoch=self.epoch + 1, loss=self.loss_sum / seen, train_top1=100 * self.correct / seen, lr=lr,
                     clips_per_s=self.seen / (time.time() - self.t_epoch))

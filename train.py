@@ -275,7 +275,10 @@ def main(argv=None):
 
     # ---- optimiser; resume ------------------------------------------------------------------------------------
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=args.weight_decay)
+    # fused: one kernel, its step counters on the device, so a step reads nothing back (the foreach version reads
+    # each counter with .item()), and GradScaler hands it the scale and inf flag without a sync (fp16).
+    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=args.weight_decay,
+                                  fused=True)
     start_epoch, step, history = 0, 0, []  # history: one row of numbers per epoch, kept in the checkpoint
     if ckpt is not None:
         model.load_trainable_state_dict(ckpt["adapters"])
@@ -289,7 +292,7 @@ def main(argv=None):
                                 world, log)
 
     # ---- the loop ---------------------------------------------------------------------------------------------
-    meter = runs.Meter(args, len(sampler), start_epoch, device, distributed, log)
+    meter = runs.Meter(args, len(sampler), start_epoch, device, distributed, log, world)
     for epoch in range(start_epoch, args.epochs):
         model.train()
         sampler.epoch = epoch
@@ -309,8 +312,8 @@ def main(argv=None):
                 log(f"stopped: {message}. {_INTERRUPTED}", screen=False)
                 raise memory.OutOfMemory(f"{message}. {_INTERRUPTED}") from None
             step += 1
-            step_loss = meter.update(step, loss, logits, labels, lr)
-            if board:
+            step_loss = meter.update(step, loss, logits, labels, lr)  # read every runs.METER_EVERY steps
+            if board and step_loss is not None:
                 board.step(step, step_loss, lr)
             if args.max_steps is not None and step >= args.max_steps:
                 log("stopping early at --max-steps (no checkpoint for this partial epoch)")
