@@ -19,7 +19,7 @@ PREFETCH = 4  # batches each loader worker keeps ready (torch's default is 2); m
 # The final test's loader: the bytes of test batches on the host at once (those the workers hold ready, the one
 # being pinned and the one being read) stay within TEST_BUDGET, and what travels through shared memory within
 # SHM_SHARE of /dev/shm's free space. Test views are uint8 (transforms.TestTransform(uint8=True)), normalised on the
-# device. HMDB51's 10 x 3 views of 8 frames at 224 px are 36 MiB a video: a batch of 8 is 289 MiB.
+# device. HMDB51's 10 x 3 views of 8 frames at 224 px are 34.5 MiB a video: a batch of 8 is 276 MiB.
 TEST_BUDGET = 4 * 2**30
 SHM_SHARE = 0.5  # other processes (the training loader's workers, other jobs) share /dev/shm
 TEST_PREFETCH = 2  # torch's default; more buys nothing when the budget already bounds the workers

@@ -170,7 +170,7 @@ def test_final_test_bytes_in_flight_on_a_96_core_host(monkeypatch):
         in_flight = (k["num_workers"] * k["prefetch_factor"] + 2) * batch_bytes
         assert 1 <= k["num_workers"] < workers and in_flight <= batches.TEST_BUDGET, k
         assert (k["num_workers"] * k["prefetch_factor"] + 1) * batch_bytes <= batches.SHM_SHARE * shm
-    # Docker's default 64 MB of /dev/shm cannot hold one 36 MiB video twice over: one line naming --shm-size.
+    # Docker's default 64 MB of /dev/shm cannot hold one 34.5 MiB video twice over: one line naming --shm-size.
     monkeypatch.setattr(batches, "shm_free", lambda: 64 * 10**6)
     with pytest.raises(batches.SharedMemoryError, match="--shm-size"):
         evaluate.evaluate(model, test_set, torch.device("cpu"), batch_size=8, workers=workers)
