@@ -89,11 +89,28 @@ def training_set(args, resolution, mean=data.CLIP_MEAN, std=data.CLIP_STD):
 def loader(train_set, args, rank, world, device):
     """(sampler, loader) of this process's share of every global batch; set sampler.epoch before each epoch."""
     sampler = GlobalBatches(len(train_set), args.batch_size, args.seed, rank, world)
+    workers, prefetch = args.workers, PREFETCH
+    if workers and getattr(train_set, "item_bytes", None):  # within /dev/shm, as the final test's loader
+        workers, prefetch = fit_shared_memory(train_set.item_bytes * sampler.local, workers, PREFETCH)
     # Persistent workers: no worker start-up (and dataset copy) at every epoch. PREFETCH: see its comment.
     return sampler, torch.utils.data.DataLoader(
-        SeededItems(train_set, args.seed), batch_sampler=sampler, num_workers=args.workers,
-        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
-        prefetch_factor=PREFETCH if args.workers > 0 else None)
+        SeededItems(train_set, args.seed), batch_sampler=sampler, num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        prefetch_factor=prefetch if workers > 0 else None)
+
+
+def fit_shared_memory(batch_bytes, workers, prefetch, shm=None):
+    """(workers, prefetch) whose batches in shared memory, workers x prefetch + 1 (the one being read), fit
+    SHM_SHARE of /dev/shm's free bytes: fewer batches ahead first, then fewer workers (the items are seeded, so
+    the result does not change); SharedMemoryError when not even one worker's batch fits."""
+    shm = shm_free() if shm is None else shm
+    if shm is None:
+        return workers, prefetch
+    slots = int(shm * SHM_SHARE // batch_bytes) - 1  # batches the workers may hold at once
+    if slots < 1:
+        raise SharedMemoryError(shm_advice(2 * batch_bytes / SHM_SHARE, shm))
+    workers = min(workers, slots)
+    return workers, max(1, min(prefetch, slots // workers))
 
 
 class GlobalBatches(torch.utils.data.Sampler):

@@ -177,6 +177,25 @@ def test_final_test_bytes_in_flight_on_a_96_core_host(monkeypatch):
     assert batches.test_loader_plan(test_set.item_bytes, 8, 0) == (8, 0, None)  # --workers 0 needs none
 
 
+def test_training_loader_stays_within_shared_memory(monkeypatch):
+    """The training loader's batches ahead (workers x prefetch + the one being read) fit half of /dev/shm: fewer
+    batches ahead, then fewer workers; one line naming --shm-size when not even one fits."""
+    train_set = data.build_dataset("synthetic", None, "few-shot", 1, shots=4, train=True, resolution=224,
+                                   defer_photometric=True)
+    args = types.SimpleNamespace(batch_size=8, seed=0, workers=96)
+    batch_bytes = 8 * train_set.item_bytes  # 8 uint8 clips of 8 x 3 x 224 x 224: 9.2 MiB
+    monkeypatch.setattr(batches, "shm_free", lambda: 64 * 10**6)  # Docker's default
+    _, loader = batches.loader(train_set, args, 0, 1, torch.device("cpu"))
+    assert (loader.num_workers * loader.prefetch_factor + 1) * batch_bytes <= 32 * 10**6
+    assert loader.num_workers == 2 and loader.prefetch_factor == 1
+    monkeypatch.setattr(batches, "shm_free", lambda: 10 * 10**6)
+    with pytest.raises(batches.SharedMemoryError, match="--shm-size"):
+        batches.loader(train_set, args, 0, 1, torch.device("cpu"))
+    monkeypatch.setattr(batches, "shm_free", lambda: 64 * 2**30)
+    _, loader = batches.loader(train_set, args, 0, 1, torch.device("cpu"))
+    assert (loader.num_workers, loader.prefetch_factor) == (96, batches.PREFETCH)
+
+
 def test_uint8_views_normalised_on_the_device_score_as_before():
     """The deferred test path (uint8 views, transforms.normalize on the device) gives the very numbers the
     float path gives, with the loader's workers sized by the plan."""
