@@ -39,6 +39,12 @@ def shm_free(path="/dev/shm"):
     return st.f_bavail * st.f_frsize
 
 
+def shm_room(shm):
+    """The bytes of shared memory this process's loader may fill: SHM_SHARE of `shm` free bytes, divided among the
+    processes torchrun starts on this machine (LOCAL_WORLD_SIZE), which share one /dev/shm; None: unbounded."""
+    return None if shm is None else shm * SHM_SHARE / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def shm_advice(needed, free):
     """The one line for a loader that does not fit shared memory."""
     have = "" if free is None else f", {free / 2**20:.0f} MiB free"
@@ -57,18 +63,18 @@ def is_shm_exhaustion(error):
 
 def test_loader_plan(item_bytes, batch_size, workers, budget=TEST_BUDGET, shm=None):
     """(videos per batch, workers, prefetch per worker) for a test loader of items of item_bytes each: at most
-    (workers x prefetch + 2) batches on the host, within `budget`, and workers x prefetch + 1 batches in shared
-    memory, within SHM_SHARE of `shm` free bytes (default: /dev/shm's). The batch is halved when even one worker
+    (workers x prefetch + 2) batches on the host, within `budget` (per process), and workers x prefetch + 1
+    batches in shared memory, within this process's shm_room of `shm` free bytes (default: /dev/shm's). The batch is halved when even one worker
     would not fit (the scores do not depend on it); SharedMemoryError when one video does not."""
     if workers == 0:  # the main process loads: nothing in shared memory, one batch at a time
         return batch_size, 0, None
     shm = shm_free() if shm is None else shm
-    room = float("inf") if shm is None else shm * SHM_SHARE
+    room = float("inf") if shm is None else shm_room(shm)
     batch = batch_size
     while batch > 1 and (3 * batch * item_bytes > budget or 2 * batch * item_bytes > room):
         batch = (batch + 1) // 2
     if 2 * batch * item_bytes > room:
-        raise SharedMemoryError(shm_advice(2 * batch * item_bytes / SHM_SHARE, shm))
+        raise SharedMemoryError(shm_advice(2 * batch * item_bytes * shm / room, shm))
     size = batch * item_bytes
     slots = max(1, int(min(budget // size - 2, room // size - 1)))  # batches the workers may hold at once
     workers = min(workers, slots)
@@ -100,15 +106,16 @@ def loader(train_set, args, rank, world, device):
 
 
 def fit_shared_memory(batch_bytes, workers, prefetch, shm=None):
-    """(workers, prefetch) whose batches in shared memory, workers x prefetch + 1 (the one being read), fit
-    SHM_SHARE of /dev/shm's free bytes: fewer batches ahead first, then fewer workers (the items are seeded, so
+    """(workers, prefetch) whose batches in shared memory, workers x prefetch + 1 (the one being read), fit this
+    process's shm_room of /dev/shm's free bytes: fewer batches ahead first, then fewer workers (the items are seeded, so
     the result does not change); SharedMemoryError when not even one worker's batch fits."""
     shm = shm_free() if shm is None else shm
     if shm is None:
         return workers, prefetch
-    slots = int(shm * SHM_SHARE // batch_bytes) - 1  # batches the workers may hold at once
+    room = shm_room(shm)
+    slots = int(room // batch_bytes) - 1  # batches the workers may hold at once
     if slots < 1:
-        raise SharedMemoryError(shm_advice(2 * batch_bytes / SHM_SHARE, shm))
+        raise SharedMemoryError(shm_advice(2 * batch_bytes * shm / room, shm))
     workers = min(workers, slots)
     return workers, max(1, min(prefetch, slots // workers))
 
