@@ -308,11 +308,7 @@ class MSTA(nn.Module):
     def logits(self, video_features, text_features):
         """(B, E), (C, E) -> (B, C) = exp(logit_scale) * cos, logit_scale frozen at the backbone's value
         (100 in OpenAI's released CLIPs; ViCLIP's learned temperature, see viclip.ViCLIP.logit_scale)."""
-        # In fp32 even under autocast: bf16 keeps ~3 digits, which the x100 scale turns into ~0.3 logit noise.
-        with torch.autocast(video_features.device.type, enabled=False):
-            v = F.normalize(video_features.float(), dim=-1)
-            w = F.normalize(text_features.float(), dim=-1)
-            return self.clip.logit_scale.exp().float() * v @ w.T  # (B, E) @ (E, C) -> (B, C)
+        return cosine_logits(video_features, text_features, self.clip.logit_scale)
 
     def forward(self, videos, tokens):
         """videos (B, T, 3, H, W), class tokens (C, L) -> logits (B, C)."""
@@ -343,6 +339,15 @@ def video_head(backbone, z, B):
     if backbone.token_layout == "joint":
         return features
     return features.view(B, -1, features.shape[-1]).mean(1)  # (B*T, E) -> (B, T, E) -> (B, E)
+
+
+def cosine_logits(video_features, text_features, logit_scale):
+    """(B, E), (C, E) -> (B, C) = exp(logit_scale) * cos(v, w): MSTA's logits, and the frozen backbone's."""
+    # In fp32 even under autocast: bf16 keeps ~3 digits, which the x100 scale turns into ~0.3 logit noise.
+    with torch.autocast(video_features.device.type, enabled=False):
+        v = F.normalize(video_features.float(), dim=-1)
+        w = F.normalize(text_features.float(), dim=-1)
+        return logit_scale.exp().float() * v @ w.T  # (B, E) @ (E, C) -> (B, C)
 
 
 def backbone_video_features(backbone, videos):

@@ -44,15 +44,15 @@ import time
 import torch
 
 import adapters
-import bench_data
+from bench import loading
 import clip
 import losses
-import precision as arithmetic
+from harness import precision as arithmetic
 import train
 import viclip
-from bench_measure import OtherLoad, StepProbe, ceiling, machine, native_bf16, timed
-from bench_report import DESCRIPTIONS, VIEWS, ceilings, check, markdown, progress, table
-from flops import step_flops  # analytic counts, flops.py
+from bench.measure import OtherLoad, StepProbe, ceiling, machine, native_bf16, timed
+from bench.tables import DESCRIPTIONS, VIEWS, ceilings, check, markdown, progress, table
+from bench.flops import step_flops  # analytic counts, flops.py
 from prompts import description_features
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -289,18 +289,15 @@ def build_train_step(name, args):
     if row.get("compiled"):
         step_fn = torch.compile(step_fn)
 
-    def consistency(w):  # alpha * L_CC, alpha = 1; "desc" off: the descriptions re-encoded in the step
-        s, t = feats
-        if "desc" in off:
-            with autocast:  # in the forward's precision, as a step that encodes them would
-                s, t = (description_features(net, per_class(x, C)) for x in (spatial, temporal))
-        return losses.consistency_loss(w, s, t)
-
-    def train_step():  # train.py's loop body
+    def train_step():  # train.py's loop body, alpha = 1
         if "cache" in off:
             net._text_cache.clear()
         optimizer.zero_grad(set_to_none=True)
-        loss, _ = train.accumulate_step(step_fn, net, videos, labels, prompts, consistency, row.get("micro") or B,
+        targets = feats
+        if "desc" in off:  # the descriptions re-encoded in every step, in the forward's precision
+            with autocast:
+                targets = tuple(description_features(net, per_class(x, C)) for x in (spatial, temporal))
+        loss, _ = train.accumulate_step(step_fn, net, videos, labels, prompts, targets, 1.0, row.get("micro") or B,
                                         autocast, scaler)
         scaler.step(optimizer)  # optimizer.step(), unscaled first under fp16
         scaler.update()
@@ -438,8 +435,8 @@ def infer_worker(name, args):
     return out
 
 
-WORKERS = dict(train=train_worker, memory=memory_worker, infer=infer_worker, data=bench_data.data_worker,
-               loader=bench_data.loader_worker)
+WORKERS = dict(train=train_worker, memory=memory_worker, infer=infer_worker, data=loading.data_worker,
+               loader=loading.loader_worker)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -570,7 +567,7 @@ def benchmark(args):
         if "flops_per_s" in row and c:
             row["utilisation"] = row["flops_per_s"] / c["flops_per_s"]
     results["targets"] = check(results)
-    results["data_targets"] = bench_data.check_data(results) if "data" in results else []
+    results["data_targets"] = loading.check_data(results) if "data" in results else []
     results["seconds"] = time.time() - t_start
     results["machine"]["other_processes_cpu_share"] = load.share()
     print("\n" + table(results) + ("\n\n" + markdown(results) if args.markdown else ""))

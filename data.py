@@ -36,17 +36,19 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-# Reading one video (decoding, frame sampling, transforms) lives in video.py; the interface names are re-exported.
-from video import (CLIP_MEAN, CLIP_STD, FRAME_FILE, VIDEO_EXTENSIONS, PHOTOMETRIC_PARAMS, TestTransform,  # noqa: F401
-                   VideoError, WorkerTransform, no_photometric, open_video, photometric, read_frames,
-                   sample_indices, train_transform, video_length)
-# The offline demo's dataset lives in synthetic.py; build_dataset serves it under the name "synthetic".
-from synthetic import SYNTHETIC_CLASSES, SyntheticMotion, synthetic_clip  # noqa: F401
-# Where the videos and class names of each dataset are (official layouts, lists, a folder): layouts.py.
-from layouts import (DATASETS, LAYOUTS, PROTOCOLS, DatasetError, _canonical, _fail, _Finder, _finder,  # noqa: F401
-                     _key, _read, class_names, protocol_facts)
+# One video: decoding and frame sampling (video/decode.py), the clip transforms (video/transforms.py); the offline
+# demo's clips (video/synthetic.py); where each dataset's videos and class names are (video/layouts.py).
+from video.decode import VideoError, open_video, sample_indices
+from video.layouts import DATASET_ALIASES, PROTOCOL_ALIASES, DatasetError, canonical, class_key, fail, protocol_facts, \
+    read_part
+from video import layouts
+from video.synthetic import SYNTHETIC_CLASSES, SyntheticMotion
+from video.transforms import CLIP_MEAN, CLIP_STD, TestTransform, WorkerTransform, train_transform
 
 log = logging.getLogger(__name__)
+
+PUBLISHED = ("ucf101", "hmdb51", "k400", "k600", "ssv2")  # the five datasets with published protocols
+DATASETS = PUBLISHED + ("synthetic", "folder")  # --dataset: those, the offline demo, and a folder of your own videos
 
 # ---------------------------------------------------------------- the dataset of video files
 
@@ -150,7 +152,7 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
     unless shots is given), base_val.txt with the base labels CSV, novel_val.txt with the novel labels CSV; each
     list's labels index its own CSV.
     Raises DatasetError (one line: layout and download source) before any training starts."""
-    name, protocol = _canonical(name, DATASETS), _canonical(protocol, PROTOCOLS)
+    name, protocol = canonical(name, DATASET_ALIASES), canonical(protocol, PROTOCOL_ALIASES)
     if shots is not None and (int(shots) != shots or shots <= 0):
         raise DatasetError(f"shots must be a positive integer, got {shots!r}")
     if protocol == "few-shot" and shots is None and train:
@@ -170,25 +172,25 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
         return SyntheticMotion(shots, seed, num_frames, train, resolution, views, half, mean, std,
                                defer_photometric=defer_photometric)
     if protocol == "zero-shot" and not train and name == "kinetics600":
-        import kinetics600_lists  # the published test sets, resolved wherever the download holds each video
-        classes, items, videos = kinetics600_lists.zero_shot(root, split)
+        from video import kinetics600  # the published test sets, resolved wherever the download holds each video
+        classes, items, videos = kinetics600.zero_shot(root, split)
     else:
-        classes, items, videos = _read(name, root, split, "train" if train else "test", lists)
+        classes, items, videos = read_part(name, root, split, "train" if train else "test", lists)
     subset = range(len(classes))
     if half is not None and name != "list":  # (a list holds its half's classes only, labelled by its own CSV)
         facts = protocol_facts().get(name, {}).get("base")
         if facts is None:
             raise DatasetError(f"base2novel has no published base classes for {name}")
-        base = {_key(c) for c in facts}
-        if len(base & {_key(c) for c in classes}) != len(base):
+        base = {class_key(c) for c in facts}
+        if len(base & {class_key(c) for c in classes}) != len(base):
             raise DatasetError(f"{name} class list does not contain all published base classes")
-        subset = [c for c in subset if (_key(classes[c]) in base) == (half == "base")]
+        subset = [c for c in subset if (class_key(classes[c]) in base) == (half == "base")]
     relabel = {c: i for i, c in enumerate(subset)}  # labels renumbered within the evaluated classes
     classnames = [classes[c] for c in subset]
     items = [(p, relabel[label]) for p, label in items if label in relabel]
     missing = sum(p is None for p, _ in items)
     if missing == len(items):
-        _fail(name, root, f"none of the {len(items)} listed videos was found under {videos.top}")
+        fail(name, root, f"none of the {len(items)} listed videos was found under {videos.top}")
     if missing:
         log.warning("%s: %d of %d listed videos are missing under %s; they are skipped", name, missing, len(items),
                     videos.top)
@@ -196,34 +198,20 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
     if train and shots is not None:
         # Never draw a shot that is also a test video of this split (the official lists are disjoint anyway).
         listed = name in ("ucf101", "hmdb51") or (name == "list" and lists.get("test_list"))
-        test = {p for p, _ in _read(name, root, split, "test", lists)[1]} if listed else set()
+        test = {p for p, _ in read_part(name, root, split, "test", lists)[1]} if listed else set()
         items = draw_shots([(p, label) for p, label in items if p not in test], shots, seed, classnames)
     flip = name != "ssv2" if flip is None else flip  # SSv2 labels say left/right: never mirror them
     return VideoDataset(name, items, classnames, num_frames, train, resolution, views, flip=flip, missing=missing,
                         mean=mean, std=std, defer_photometric=defer_photometric)
 
 
-def usable_cores():
-    """CPUs this process may run on (its affinity mask: a container's or a scheduler's share, which taskset
-    narrows too, rather than the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no affinity mask
-        return os.cpu_count() or 1
-
-
-def default_workers():
-    """Loader worker processes: the cores this process may use, shared between the processes torchrun starts per
-    node (evaluate.choose_threads then gives the model what the workers leave)."""
-    cores = usable_cores()
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-
-
-def seed_everything(seed):
-    """Seed every random draw an item makes: frame offsets, crop, flip and colour jitter all come from torch's
-    generator (the stand-ins for broken videos are chosen from the item index alone)."""
-    torch.manual_seed(seed)
-    random.seed(seed)
+def class_names(name, root=None, **lists):
+    """The class-name text of a whole dataset, in its published label order (protocol subsets are taken from it):
+    the offline demo's classes, or those of a dataset's layout or list files under root (video/layouts.py). Raises
+    DatasetError (one line: layout and download source) when the root does not hold the dataset."""
+    if canonical(name, DATASET_ALIASES) == "synthetic":
+        return list(SYNTHETIC_CLASSES)
+    return layouts.class_names(name, root, **lists)
 
 
 def draw_shots(items, shots, seed, classnames):
@@ -241,7 +229,7 @@ def draw_shots(items, shots, seed, classnames):
 
 
 
-if __name__ == "__main__":  # python data.py verify ...: see verify.py
+if __name__ == "__main__":  # python data.py verify ...: see video/verify.py
     import sys
-    import verify
+    from video import verify
     sys.exit(verify.main(sys.argv[1:]))

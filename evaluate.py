@@ -25,15 +25,13 @@ import torch
 import torch.distributed as dist
 
 import adapters
-import batches
 import clip
-import compare
 import data
-import precision
+import models
 import prompts
-import report
-import runs
-import transforms
+from harness import compare, report, runs, settings
+from harness import precision as arithmetic  # the module; `precision` is the --precision value below
+from video import batches, decode, layouts, transforms
 
 # Test views (temporal clips x spatial crops) per dataset, as the paper and ViFi-CLIP test. A folder of the
 # user's own videos has no published protocol: one centre view, the cheapest (--clips/--crops add more).
@@ -56,7 +54,8 @@ class FrozenCLIP(torch.nn.Module):
     def encode_text(self, tokens):
         return adapters.backbone_text_features(self.clip, tokens)  # (C, L) -> (C, E)
 
-    logits = adapters.MSTA.logits  # the same cosine logits, in fp32 also under autocast: (B, E), (C, E) -> (B, C)
+    def logits(self, video_features, text_features):
+        return adapters.cosine_logits(video_features, text_features, self.clip.logit_scale)  # (B, C), as MSTA's
 
 
 class Shard(torch.utils.data.Sampler):
@@ -160,45 +159,47 @@ def harmonic_mean(a, b):
     return 2 * a * b / (a + b) if a + b > 0 else 0.0
 
 
-def test_sets(args, views, final):
-    """[(row name, dataset name, protocol, split, subset)] that the protocol tests."""
-    if runs.reader(args) == "list" and args.protocol != "base2novel":  # published list files: the one --test-list
-        return [("test", args.dataset, "full", args.split, None)]
-    if args.protocol == "base2novel":  # from lists: --test-list and --novel-list, each with its label CSV
-        return [("base", args.dataset, "base2novel", args.split, "base"),
-                ("novel", args.dataset, "base2novel", args.split, "novel")]
-    if args.protocol == "zero-shot" and args.dataset in ZERO_SHOT_TARGETS:
-        return [(f"split{s}", args.dataset, "zero-shot", s, None) for s in ((1, 2, 3) if final else (1,))]
+def test_views(dataset, clips=None, crops=None):
+    """(temporal clips, spatial crops) of the final test: the dataset's published views (VIEWS), or as given."""
+    default = VIEWS[dataset]
+    return clips or default[0], crops or default[1]
+
+
+def test_sets(protocol, dataset, split, listed, final):
+    """[(row name, dataset name, protocol, split, subset)] that the protocol tests; listed: from list files."""
+    if listed and protocol != "base2novel":  # published list files: the one --test-list
+        return [("test", dataset, "full", split, None)]
+    if protocol == "base2novel":  # from lists: --test-list and --novel-list, each with its label CSV
+        return [("base", dataset, "base2novel", split, "base"), ("novel", dataset, "base2novel", split, "novel")]
+    if protocol == "zero-shot" and dataset in ZERO_SHOT_TARGETS:
+        return [(f"split{s}", dataset, "zero-shot", s, None) for s in ((1, 2, 3) if final else (1,))]
     # few-shot, full, and zero-shot training on Kinetics-400 itself (a closed-set check of the training classes)
-    protocol = "full" if args.protocol == "zero-shot" else args.protocol
-    return [(f"split{args.split}", args.dataset, protocol, args.split, None)]
+    return [(f"split{split}", dataset, "full" if protocol == "zero-shot" else protocol, split, None)]
 
 
-def run_protocol(model, args, device, views=None, log=None, final=True):
-    """Test `model` as args.protocol prescribes. views=None: the dataset's published views (VIEWS, overridden
-    by --clips/--crops); (1, 1) for the quick checks during training. Returns {"rows": [...], "summary": {...}}."""
-    if views is None:
-        default = VIEWS[args.dataset]
-        views = (getattr(args, "clips", None) or default[0], getattr(args, "crops", None) or default[1])
+def run_protocol(model, device, protocol, dataset, reader, root, lists, split, seed, frames, views, precision="fp32",
+                 batch_size=8, workers=0, log=None, final=True):
+    """Test `model` as `protocol` prescribes on `dataset` (read by `reader` from `root`, with `lists` for the
+    "list" reader), with views = (clips, crops) per video: test_views() for the final test, (1, 1) for the quick
+    checks during training. Returns {"rows": [...], "summary": {...}, "views": "CxK", "predictions": [...]}."""
     rows, predictions = [], []  # predictions: the final test's per-video scores, one per row (report.py)
-    for row, name, protocol, split, subset in test_sets(args, views, final):
-        dataset = data.build_dataset(runs.reader(args, name), args.data_root, protocol, split, seed=args.seed,
-                                     num_frames=args.frames, train=False, subset=subset, views=views,
-                                     resolution=model.clip.visual.input_resolution,
-                                     mean=getattr(model.clip, "mean", data.CLIP_MEAN),  # CLIP's unless it says
-                                     std=getattr(model.clip, "std", data.CLIP_STD), defer_photometric=True,
-                                     **runs.lists(args))  # uint8 views, normalised on the device
-        result = evaluate(model, dataset, device, args.precision, getattr(args, "eval_batch_size", 8),
-                          args.workers, log, keep=final)
+    for row, name, row_protocol, row_split, subset in test_sets(protocol, dataset, split, reader == "list", final):
+        test_set = data.build_dataset(name if reader != "list" else "list", root, row_protocol, row_split, seed=seed,
+                                      num_frames=frames, train=False, subset=subset, views=views,
+                                      resolution=model.clip.visual.input_resolution,
+                                      mean=getattr(model.clip, "mean", transforms.CLIP_MEAN),  # CLIP's unless it says
+                                      std=getattr(model.clip, "std", transforms.CLIP_STD),
+                                      defer_photometric=True, **lists)  # uint8 views, normalised on the device
+        result = evaluate(model, test_set, device, precision, batch_size, workers, log, keep=final)
         if final:
             predictions.append(result.pop("predictions"))
             result["per_class"] = report.per_class(predictions[-1])
-        rows.append(dict(row=row, dataset=name, split=split, subset=subset, classes=len(dataset.classnames),
+        rows.append(dict(row=row, dataset=name, split=row_split, subset=subset, classes=len(test_set.classnames),
                          **result))
         if log and final:  # the quick checks during training are reported in the epoch's line
             log(f"test {name} {row}: top1 {result['top1']:.2f} top5 {result['top5']:.2f} "
                 f"({result['videos']} videos x {views[0] * views[1]} views, {result['skipped']} unreadable)")
-    return dict(rows=rows, summary=summarize(args.protocol, rows), views=f"{views[0]}x{views[1]}",
+    return dict(rows=rows, summary=summarize(protocol, rows), views=f"{views[0]}x{views[1]}",
                 predictions=predictions)
 
 
@@ -234,16 +235,16 @@ def parse_args(argv=None):
     p.add_argument("--zero-shot-clip", action="store_true", help="evaluate frozen CLIP, no adapters (baseline)")
     p.add_argument("--clip", default=None, help="with --zero-shot-clip: the backbone, CLIP or ViCLIP (default "
                    "ViT-B/16; e.g. ViCLIP-B/16 or a checkpoint file)")
-    p.add_argument("--dataset", default=None, choices=runs.DATASETS, help="test on this dataset (default: the "
+    p.add_argument("--dataset", default=None, choices=data.DATASETS, help="test on this dataset (default: the "
                    "checkpoint's; ucf101 for --zero-shot-clip)")
     p.add_argument("--data-root", default=None, help="its root (default: the checkpoint's for the same dataset, "
                    "else data/<dataset>)")
     p.add_argument("--test-list", default=None, help="test on a published list file instead ('<path> <label>' "
                    "lines, ViFi-CLIP's format, e.g. ZS_split1_K600_eval.txt; paths found anywhere under --data-root)")
     p.add_argument("--labels-csv", default=None, help="the 'id,name' class list --test-list's labels index")
-    p.add_argument("--protocol", default=None, choices=runs.PROTOCOL_NAMES, help="default: the checkpoint's (full "
+    p.add_argument("--protocol", default=None, choices=tuple(settings.PROTOCOLS), help="default: the checkpoint's (full "
                    "for --zero-shot-clip); zero-shot tests ucf101 / hmdb51 / k600 on their 3 splits")
-    p.add_argument("--precision", default=None, choices=precision.PRECISIONS,
+    p.add_argument("--precision", default=None, choices=arithmetic.PRECISIONS,
                    help="default: bf16 on a GPU that computes it natively (sm80+), fp16 on older GPUs, fp32 on the CPU")
     p.add_argument("--tf32", default="on", choices=("on", "off"), help="TF32 tensor cores for fp32 matmuls and "
                    "convolutions on GPUs that have them (sm80+)")
@@ -257,7 +258,7 @@ def parse_args(argv=None):
                    "the published test; 1 for synthetic and folder)")
     p.add_argument("--batch-size", type=runs.at_least(1), default=8, help="videos per test batch (each has clips x "
                    "crops views)")
-    p.add_argument("--workers", type=runs.at_least(0), default=data.default_workers(),
+    p.add_argument("--workers", type=runs.at_least(0), default=batches.default_workers(),
                    help="data loader processes (default: the CPU cores this process may use)")
     p.add_argument("--threads", type=runs.at_least(1), default=None, help="torch threads (default: the cores this "
                    "process may use minus the loader's share, see choose_threads)")
@@ -307,43 +308,35 @@ def run_args(a, ckpt_args, device):
     if args.protocol == "base2novel" and args.dataset == "folder":
         raise runs.UsageError("--protocol base2novel needs published base classes; a folder dataset has none")
     try:  # by what the card computes natively (precision.py): bf16 from sm80, fp16 below, fp32 on the CPU
-        args.precision = precision.choose(a.precision, device.type == "cuda")
-    except precision.PrecisionError as e:
+        args.precision = arithmetic.choose(a.precision, device.type == "cuda")
+    except arithmetic.PrecisionError as e:
         raise runs.UsageError(str(e)) from None
     args.workers, args.eval_batch_size = a.workers, a.batch_size
     return args
 
 
-def video_label_set(args, explicit_dataset):
-    """The class names a run answers with: the ones it trained on (saved in its arguments since this version),
-    or, for --dataset or an older checkpoint, the dataset's (read from its root)."""
-    if getattr(args, "classnames", None) and not explicit_dataset:
-        return list(args.classnames)
-    return data.class_names(runs.reader(args), args.data_root, **runs.lists(args))
-
-
 @torch.no_grad()
-def classify(model, args, classnames, paths, device, views, top=5):
+def classify(model, classnames, paths, device, frames, views, precision="fp32", top=5):
     """Print the top-`top` classes of each video; returns the paths that could not be read (one line each)."""
     model.eval()
-    with runs.autocast_for(device, args.precision):
+    with runs.autocast_for(device, precision):
         tokens = prompts.class_tokens(classnames, getattr(model.clip, "context_length", 77))
         text = model.encode_text(tokens.to(device))                                           # (C, E)
-    reader_ = data.VideoDataset("video", [], classnames, args.frames, train=False,
+    reader_ = data.VideoDataset("video", [], classnames, frames, train=False,
                                 resolution=model.clip.visual.input_resolution, views=views,
-                                mean=getattr(model.clip, "mean", data.CLIP_MEAN),
-                                std=getattr(model.clip, "std", data.CLIP_STD), defer_photometric=True)
+                                mean=getattr(model.clip, "mean", transforms.CLIP_MEAN),
+                                std=getattr(model.clip, "std", transforms.CLIP_STD), defer_photometric=True)
     failed = []
     for path in paths:
         try:
             video = reader_.load(path)
-        except data.VideoError as e:
+        except decode.VideoError as e:
             print(f"error: {path}: cannot be read ({str(e).splitlines()[0]})", file=sys.stderr, flush=True)
             failed.append(path)
             continue
         video = video.reshape(-1, *video.shape[-4:]).to(device)   # (T, 3, r, r) or (V, T, 3, r, r) -> (V, T, 3, r, r)
         video = transforms.normalize(video, reader_.mean, reader_.std)  # uint8 -> float, on the device
-        with runs.autocast_for(device, args.precision):
+        with runs.autocast_for(device, precision):
             feats = model.encode_video(video)                                            # (V, E)
         probs = model.logits(feats, text).float().softmax(-1).mean(0)                    # (V, C) -> (C,)
         p, idx = probs.topk(min(top, len(classnames)))
@@ -363,7 +356,7 @@ def main(argv=None):
     # Under torchrun: every rank on its own GPU scores its shard of each test set (evaluate(), Shard), the scores
     # are gathered, and rank 0 alone writes the results.
     distributed, rank, world, device = runs.processes()
-    precision.set_tf32(a.tf32 == "on")
+    arithmetic.set_tf32(a.tf32 == "on")
     if a.video is not None:
         missing = [v for v in a.video if not os.path.exists(v)]
         if missing:
@@ -379,17 +372,25 @@ def main(argv=None):
         plans.append((run_args(a, ckpt["args"], device), ckpt))
     if a.video is None:
         for args, _ in plans:  # each test set's layout, before any model is loaded (or downloaded)
-            data.class_names(runs.reader(args), args.data_root, **runs.lists(args))
+            reader, lists = settings.data_source(args)
+            data.class_names(reader, args.data_root, **lists)
     args = plans[0][0]
     threads = runs.choose_threads(a.workers, a.threads)
     log = runs.Logger(quiet=rank != 0)
     if a.video is not None:
-        classnames = video_label_set(args, a.dataset is not None)
+        # The class names the run trained on (saved in its arguments); with --dataset, or from an older
+        # checkpoint, the dataset's, read from its root.
+        if getattr(args, "classnames", None) and a.dataset is None:
+            classnames = list(args.classnames)
+        else:
+            reader, lists = settings.data_source(args)
+            classnames = data.class_names(reader, args.data_root, **lists)
         default = VIEWS.get(args.dataset, (1, 1))
         views = (a.clips or default[0], a.crops or default[1])
-        model = runs.build_model(args, device)
+        model = models.build_msta(args.clip, device, args.frames, args.rank, args.blocks, args.scale, args.temporal,
+                                  args.seed)
         model.load_trainable_state_dict(plans[0][1]["adapters"])
-        if classify(model, args, classnames, a.video, device, views):
+        if classify(model, classnames, a.video, device, args.frames, views, args.precision):
             sys.exit(2)
         return None
     # Never over the training run's own results.json: one run -> <run>/eval-<dataset>-<protocol>/.
@@ -405,15 +406,19 @@ def main(argv=None):
     runs.check_output(output, overwrite=a.overwrite, files=("results.json", "results.md"))
     log(f"evaluate.py: {len(plans)} run(s) on {tag}, {device.type}"
         f"{f' x {world} processes' if distributed else ''}, {threads} thread(s)")
-    log(precision.describe(args.precision, a.tf32, device.type == "cuda"))
+    log(arithmetic.describe(args.precision, a.tf32, device.type == "cuda"))
     rows, predictions = [], []
     for args, ckpt in plans:
         if ckpt is None:
-            model = FrozenCLIP(runs.load_backbone(args.clip).to(device))
+            model = FrozenCLIP(models.load_backbone(args.clip).to(device))
         else:
-            model = runs.build_model(args, device)
+            model = models.build_msta(args.clip, device, args.frames, args.rank, args.blocks, args.scale,
+                                      args.temporal, args.seed)
             model.load_trainable_state_dict(ckpt["adapters"])
-        result = run_protocol(model, args, device, log=log, final=True)
+        reader, lists = settings.data_source(args)
+        result = run_protocol(model, device, args.protocol, args.dataset, reader, args.data_root, lists, args.split,
+                              args.seed, args.frames, test_views(args.dataset, args.clips, args.crops),
+                              args.precision, args.eval_batch_size, args.workers, log, final=True)
         for r in result["rows"]:
             r["run"] = getattr(args, "output", "zero-shot CLIP")
         rows += result["rows"]
@@ -425,9 +430,12 @@ def main(argv=None):
         dist.destroy_process_group()
         if rank != 0:  # every rank holds the gathered results; rank 0 alone writes them
             return results
-    runs.write_results(output, runs.result_record(args, results, dict(
-        checkpoints=a.checkpoint, zero_shot_clip=a.zero_shot_clip, evaluate_args=vars(a), run_args=vars(args),
-        trainable_params=0 if a.zero_shot_clip else adapters.parameter_counts(model)[0])), log)
+    runs.write_results(output, runs.result_record(
+        results, args.dataset, args.protocol, args.shots, args.split, args.seed, args.epochs,
+        getattr(args, "recipe", None), dict(checkpoints=a.checkpoint, zero_shot_clip=a.zero_shot_clip,
+                                            evaluate_args=vars(a), run_args=vars(args),
+                                            trainable_params=0 if a.zero_shot_clip
+                                            else adapters.parameter_counts(model)[0])), log)
     runs.finished([("results table", os.path.join(output, "results.md")),
                    ("all numbers", os.path.join(output, "results.json"))] + report.write(output, results, log), log)
     return results

@@ -27,7 +27,6 @@ def consistency_loss(text_features, spatial_features, temporal_features):
     return (2 - spatial - temporal).mean()
 
 
-def total_loss(logits, labels, text_features, spatial_features, temporal_features, alpha=1.0):
-    """L = L_CE + alpha * L_CC (alpha = 1 in the paper)."""
-    return classification_loss(logits, labels) + alpha * consistency_loss(
-        text_features, spatial_features, temporal_features)
+def total_loss(classification, consistency, alpha=1.0):
+    """L = L_CE + alpha * L_CC (alpha = 1 in the paper); consistency None: L_CC is off (L = L_CE)."""
+    return classification if consistency is None else classification + alpha * consistency

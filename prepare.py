@@ -31,7 +31,6 @@ truncated, no video stream; "truncated" = fewer than 95% of the frames its conta
 listed at the end and counted as failed; the run goes on, and the copy's readers count it as missing.
 """
 import filecmp
-import fractions
 import multiprocessing
 import os
 import shutil
@@ -41,88 +40,17 @@ import time
 
 import av
 import torch
-from av.video.frame import PictureType
 
 import data
-import runs
-import video
+from harness import runs
+from video import batches, decode
+from video.sequential import CRF, GOP, TUNE, decoded_frames, encode_mp4
 
-GOP = 8  # frames between keyframes (see the docstring and README: measured with --measure-gop)
-CRF = 23  # libx264's default quality
-PRESET = "veryfast"  # encoding speed: one pass over a dataset
-TUNE = "fastdecode"  # no CABAC, deblocking or weighted prediction: about half the decoding time for ~20% more disk
-DATASETS = ("ucf101", "hmdb51", "k400", "k600", "ssv2", "any")  # any: no layout check, every video converted
 TMP = ".prepare-tmp"
-COMPLETE = 0.95  # a source decoding fewer than this share of the frames its container announces is truncated
 
 
 class PrepareError(Exception):
     """A problem the user can fix from the command line: one line, exit status 2."""
-
-
-def output_size(width, height, short_side):
-    """(w, h) with the short side at most short_side, the aspect kept, both even (4:2:0 chroma needs it)."""
-    scale = min(1.0, short_side / min(width, height))
-    even = lambda x: max(2, int(round(x * scale / 2)) * 2)  # noqa: E731
-    return even(width), even(height)
-
-
-def announced_frames(container, stream):
-    """Frames the container says the video has (sample count, or duration x rate), or None when it says not."""
-    if stream.frames > 0:
-        return stream.frames
-    rate = stream.average_rate or stream.guessed_rate
-    if stream.duration and stream.time_base and rate:
-        return int(round(float(stream.duration * stream.time_base * rate)))
-    if container.duration and rate:
-        return int(round(container.duration / 1e6 * float(rate)))
-    return None
-
-
-def decoded_frames(src, short_side):
-    """Yield (frame index, av.VideoFrame resized to the output size, rate) of a sequential decode of src;
-    raises video.VideoError for an unreadable or truncated source."""
-    if os.path.getsize(src) == 0:
-        raise video.VideoError("empty file")
-    try:
-        with av.open(src) as container:
-            if not container.streams.video:
-                raise video.VideoError("no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            expected, rate = announced_frames(container, stream), stream.average_rate or stream.guessed_rate
-            rate = fractions.Fraction(rate) if rate else fractions.Fraction(30)
-            n = 0
-            for frame in container.decode(stream):
-                w, h = output_size(frame.width, frame.height, short_side)
-                yield n, frame.reformat(w, h, format="yuv420p", interpolation="AREA"), rate
-                n += 1
-    except av.FFmpegError as e:
-        raise video.VideoError(f"cannot decode ({type(e).__name__}: {e})") from e
-    if n == 0:
-        raise video.VideoError("no frame decodes")
-    if expected and n < COMPLETE * expected:
-        raise video.VideoError(f"truncated: {n} of the {expected} frames its container announces decode")
-
-
-def encode_mp4(src, tmp, short_side, gop, crf, tune=TUNE):
-    """Re-encode src into tmp (MP4, H.264, no audio); returns the frame count."""
-    with av.open(tmp, "w", format="mp4") as out:
-        stream, n = None, 0
-        for n, frame, rate in decoded_frames(src, short_side):
-            if stream is None:
-                stream = out.add_stream("libx264", rate=rate)
-                stream.width, stream.height, stream.pix_fmt = frame.width, frame.height, "yuv420p"
-                # keyint = min-keyint = gop, no scene-cut keyframes: a keyframe exactly every gop frames.
-                stream.options = {"crf": str(crf), "preset": PRESET, "g": str(gop), "keyint_min": str(gop),
-                                  "sc_threshold": "0", **({"tune": tune} if tune else {})}
-                stream.codec_context.thread_count = 1  # the parallelism is --workers processes
-            frame.pts, frame.time_base = n, 1 / rate
-            # The decoder marks the source's own keyframes, and libx264 would keep them as extra keyframes.
-            frame.pict_type = PictureType.NONE
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())  # the encoder's delayed frames
-    return n + 1
 
 
 def write_frames(src, tmp, short_side):
@@ -152,7 +80,7 @@ def convert(job):
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         os.replace(tmp, dst)  # atomic: a reader sees the whole video or none
         return rel, "converted", f"{n} frames"
-    except (video.VideoError, av.FFmpegError, OSError, ValueError) as e:
+    except (decode.VideoError, av.FFmpegError, OSError, ValueError) as e:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.exists(tmp):
@@ -168,7 +96,7 @@ def plan(root, output, frames):
         for name in sorted(names):
             src = os.path.join(d, name)
             rel = os.path.relpath(src, root)
-            if name.lower().endswith(video.VIDEO_EXTENSIONS):
+            if name.lower().endswith(decode.VIDEO_EXTENSIONS):
                 stem = os.path.splitext(rel)[0]
                 dst = os.path.join(output, stem if frames else stem + ".mp4")
                 if dst in taken:  # x.avi and x.mp4 side by side would make the same output
@@ -208,7 +136,7 @@ def prepare(dataset, root, output, short_side=256, gop=GOP, crf=CRF, frames=Fals
         data.class_names(dataset, root)  # the layout is checked before any work (DatasetError: one line)
     videos, files = plan(root, output, frames)
     if not videos:
-        raise PrepareError(f"no video files ({', '.join(video.VIDEO_EXTENSIONS)}) under {root}")
+        raise PrepareError(f"no video files ({', '.join(decode.VIDEO_EXTENSIONS)}) under {root}")
     tmp_dir = os.path.join(output, TMP)
     shutil.rmtree(tmp_dir, ignore_errors=True)  # what a killed run left half-written
     os.makedirs(tmp_dir)
@@ -258,27 +186,28 @@ def measure_gop(path, settings=((4, TUNE), (8, None), (8, TUNE), (16, TUNE), (32
             g = torch.Generator().manual_seed(0)
             draws = [[min(int((k + float(u)) * n / 8), n - 1) for k, u in enumerate(torch.rand(8, generator=g))]
                      for _ in range(reads)]
-            video.read_frames(out, draws[0])  # warm the file cache
-            before, times = video.decoded_frames, []
+            decode.read_frames(out, draws[0])  # warm the file cache
+            before, times = decode.decoded_frames, []
             for idx in draws:
                 t = time.process_time()
-                video.read_frames(out, idx)
+                decode.read_frames(out, idx)
                 times.append(time.process_time() - t)
             rows.append(dict(gop=gop, tune=tune or "-", bytes_per_s=os.path.getsize(out) / seconds, frames=n,
-                             decoded=(video.decoded_frames - before) / reads, read_s=statistics.median(times)))
+                             decoded=(decode.decoded_frames - before) / reads, read_s=statistics.median(times)))
     return rows
 
 
 def main(argv=None):
     p = runs.Parser(description=__doc__.split("\n")[0], formatter_class=runs.HelpFormatter)
-    p.add_argument("--dataset", choices=DATASETS, help="the layout to check before converting (any: none)")
+    p.add_argument("--dataset", choices=(*data.PUBLISHED, "any"), help="the layout to check before converting (any: "
+                   "none, every video converted)")
     p.add_argument("--data-root", help="the dataset as downloaded (never written to)")
     p.add_argument("--output", help="where the copy goes (a second run skips what is done)")
     p.add_argument("--short-side", type=int, default=256, help="pixels of the short side (smaller stay as they are)")
     p.add_argument("--gop", type=int, default=GOP, help="frames between keyframes")
     p.add_argument("--crf", type=int, default=CRF, help="libx264 quality (lower: better and larger)")
     p.add_argument("--frames", action="store_true", help="write frame folders <video>/img_00001.jpg instead")
-    p.add_argument("--workers", type=int, default=data.default_workers(), help="processes converting videos")
+    p.add_argument("--workers", type=int, default=batches.default_workers(), help="processes converting videos")
     p.add_argument("--measure-gop", metavar="VIDEO", help="only measure: size and read cost of VIDEO per GOP")
     args = p.parse_args(argv)
     try:
@@ -299,7 +228,7 @@ def main(argv=None):
             raise PrepareError("--short-side must be at least 16, --gop and --workers at least 1")
         return prepare(args.dataset, args.data_root, args.output, args.short_side, args.gop, args.crf, args.frames,
                        args.workers)
-    except (PrepareError, data.DatasetError, video.VideoError) as e:
+    except (PrepareError, data.DatasetError, decode.VideoError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 
 import clip
-import data
-import runs
 
 
 def class_tokens(classnames, context_length=77):
@@ -69,7 +67,7 @@ def load_descriptions(dataset, classnames, num=2, folder="descriptions", all_cla
     published pairs {N}_s_description_{tag}.json / {N}_t_description_{tag}.json, tag their name for the dataset
     (AUTHORS_TAGS: ucf_101, hmdb, k400, k600, ssv2; our dataset name is accepted too), the smallest N >= num.
     Their files are keyed by class index "0".."C-1": in the full file, of the dataset's full class list in the
-    published order (ViFi-CLIP's labels CSV, data.class_names), `all_classnames` (default: classnames); in the
+    published order (ViFi-CLIP's labels CSV, video/layouts.py class_names), `all_classnames` (default: classnames); in the
     _base / _novel files (subset="base" or "novel"), of the published base or novel label list (ViFi-CLIP's
     *_base_labels.csv / *_novel_labels.csv), which must then be `classnames` itself, as when those CSVs are the
     labels. Without a _base / _novel file the full one serves a subset, given all_classnames (the sentences are
@@ -120,33 +118,3 @@ def load_descriptions(dataset, classnames, num=2, folder="descriptions", all_cla
         result.append([[table[index[c]]] if isinstance(table[index[c]], str) else table[index[c]][:num]
                        for c in classnames])
     return result[0], result[1]
-
-
-def dataset_descriptions(args, classnames):
-    """The training classes' descriptions. The authors' files are keyed by class index: from an official layout,
-    of the dataset's full class list (classnames may be a subset, e.g. the base classes); from ViFi-CLIP's lists,
-    of the label CSV itself, whose base2novel base classes the authors' _base files index."""
-    if runs.reader(args) == "list":
-        full, subset = None, "base" if args.protocol == "base2novel" else None
-    else:
-        full, subset = data.class_names(args.dataset, args.data_root), None
-    return load_descriptions(args.dataset, classnames, args.num_descriptions, args.descriptions,
-                             all_classnames=full, subset=subset)
-
-
-def descriptions_or_none(args, classnames, log):
-    """(spatial, temporal) description sentences per class, or None when L_CC is off: --alpha 0, or a folder
-    dataset without a descriptions file (descriptions are optional there; the log says so once)."""
-    if args.alpha == 0:
-        return None
-    if args.dataset == "folder":
-        path = (args.descriptions if args.descriptions.endswith(".json")
-                else os.path.join(args.data_root, "descriptions.json"))
-        if not os.path.isfile(path):
-            log(f"descriptions: none ({path} not found), so the consistency loss L_CC is off (alpha 0); write one "
-                "in descriptions/README.md's format to use it")
-            args.alpha = 0.0
-            return None
-        name, folder = os.path.splitext(os.path.basename(path))[0], os.path.dirname(path)
-        return load_descriptions(name, classnames, args.num_descriptions, folder)
-    return dataset_descriptions(args, classnames)

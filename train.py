@@ -5,13 +5,14 @@ Sec. 4.1 "Implementation details" and its released training logs: AdamW (betas 0
 1e-3, 5 warm-up epochs then cosine decay to 1e-5, global batch 32, 8 frames, loss L_CE + alpha L_CC (losses.py).
 The optimiser and schedule defaults below are the paper's; the model defaults are not: OpenAI CLIP ViT-B/16 with
 --temporal attn is this project's own design, where the paper's runs use ViCLIP-B/16 with the temporal
-convolution, r 128 in blocks 8-12, seed 2048 and fp32. `--recipe paper` sets exactly the authors' logged
-configuration (recipe.py, protocols.json "recipes"); PROTOCOLS holds the few numbers that change per protocol;
-`--print-config` shows every value a command resolves to.
+convolution, r 128 in blocks 8-12, seed 2048 and fp32. What
+`--recipe paper` sets and what still differs: docs/reproducing.md; `--print-config` shows every value a command
+resolves to. The command line is resolved once, by harness/settings.py (per-protocol defaults: its PROTOCOLS).
 
-Read top-down: the step (train_step: forward, loss, backward, optimiser step) and the small helpers around it,
-then main: setup, data, model, optimiser, and for each epoch the steps, an evaluation every --eval-every epochs
-and at the end, and a checkpoint every epoch; the command line last. The batches are batches.py's.
+Read top-down: the step (train_step: accumulate_step's forward, the loss L = L_CE + alpha L_CC and backward, then
+AdamW's update), the learning rate, the small helpers, then main: setup, data, model, text, optimiser, and for each
+epoch the steps, an evaluation every --eval-every epochs and at the end, and a checkpoint every epoch; the command
+line last. The batches are video/batches.py's, the model models.py's.
 Multi-GPU: `torchrun --nproc_per_node=N train.py ...` (DistributedDataParallel; the global batch stays the same).
 One smaller GPU: --micro-batch and --grad-checkpointing keep the result (docs/performance.md).
 
@@ -19,7 +20,6 @@ Shape legend: B videos, T frames, C classes, K descriptions per class, L text le
 """
 import argparse
 import contextlib
-import functools
 import inspect
 import json
 import math
@@ -32,42 +32,15 @@ import torch
 import torch.distributed as dist
 
 import adapters
-import batches
 import clip
-import curves
 import data
 import evaluate
 import losses
-import memory
-import precision
+import models
 import prompts
-import report
-import recipe
-import runs
-import settings
+from harness import curves, memory, precision, recipe, report, runs, settings
+from video import batches, layouts, transforms
 
-# Per protocol: adapter rank r, adapted blocks (1-based, inclusive), epochs, warm-up epochs, global batch; any
-# other argument a row names (the synthetic demo's) replaces the paper's default unless given on the command line.
-# few-shot is the authors' released runs (r 128 in blocks 8-12, 50 epochs, batch 32); base2novel's epochs and batch
-# are theirs too, but r 256 in blocks 1-12 is this project's choice: their base-to-novel logs use r 128 in blocks
-# 8-12 (`--recipe paper`). The paper gives no epochs or batch for zero-shot and fully supervised training; ours:
-#   zero-shot: 10 epochs of Kinetics-400 (240k videos, ~75k steps at batch 32): the length ViFi-CLIP and X-CLIP
-#              use for this protocol; more epochs over-fit K400's label space and cost transfer accuracy.
-#   full:      30 epochs: the length those works use for fully supervised Kinetics/UCF/HMDB training.
-#   synthetic: the offline demo (README "First run"), sized to finish in 65-80 s on a 2-core CPU with the
-#              temporal adapters far ahead of the frame mean (measured, README). Why each departure from the paper:
-#              4 frames and r = 8 keep a step cheap; lr 1e-2 and lambda 0.03 because the paper's 1e-3 and 0.005
-#              leave a random backbone at chance in 16 epochs; batch 8 for more steps in the time; alpha 0 because
-#              a random text encoder's description features are noise to pull towards (alpha 1 cost attn 19 points).
-PROTOCOLS = {
-    "few-shot":   dict(rank=128, blocks="8-12", epochs=50, warmup=5, batch_size=32),
-    "base2novel": dict(rank=256, blocks="1-12", epochs=50, warmup=5, batch_size=32),
-    "zero-shot":  dict(rank=256, blocks="1-12", epochs=10, warmup=2, batch_size=32),
-    "full":       dict(rank=256, blocks="1-12", epochs=30, warmup=5, batch_size=32),
-    "synthetic":  dict(rank=8, blocks="1-4", epochs=16, warmup=1, batch_size=8, clip="random-tiny", frames=4,
-                       lr=1e-2, scale=0.03, alpha=0.0),
-}
-DATASETS = runs.DATASETS  # the five published datasets, the offline demo, and a folder of your own videos
 UsageError = runs.UsageError  # a problem the user can fix from the command line: one line, exit status 2
 # DDP's switch for buffer broadcasts before each forward: forward_sync_buffers from torch 2.13, which deprecates
 # broadcast_buffers (torch/nn/parallel/distributed.py); requirements.txt allows torch >= 2.4.
@@ -91,37 +64,34 @@ class TrainStep(torch.nn.Module):
 
 def train_step(step_fn, optimizer, scaler, autocast, lr, videos, labels, tokens, targets=None, alpha=0.0,
                micro=None):
-    """One optimiser step on one batch, in micro-batches of `micro` videos (default: all at once); returns its
-    (loss, logits (B, C)).
+    """One optimiser step on one batch: accumulate_step's forward, loss and backward, then AdamW's update. Returns
+    the step's loss L and its logits (B, C).
 
     videos (B, T, 3, H, W), labels (B,), tokens (C, L) the class prompts; targets: the frozen description
-    features (D_s, D_t), each (C, E), or None when L_CC is off."""
+    features (D_s, D_t), each (C, E), or None when L_CC is off; micro: videos per pass (default: all at once)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     msta = getattr(step_fn, "module", step_fn).msta  # DDP keeps the TrainStep it wraps as .module
-    consistency = None if targets is None else (lambda w: alpha * losses.consistency_loss(w, *targets))
     optimizer.zero_grad(set_to_none=True)
-    loss, logits = accumulate_step(step_fn, msta, videos, labels, tokens, consistency, micro or len(videos),
+    loss, logits = accumulate_step(step_fn, msta, videos, labels, tokens, targets, alpha, micro or len(videos),
                                    autocast, scaler)
     scaler.step(optimizer)  # fp16: the loss was scaled against underflow; a no-op scaler otherwise
     scaler.update()
     return loss, logits
 
 
-def accumulate_step(step_fn, msta, videos, labels, tokens, consistency, micro, autocast, scaler):
-    """Forward and backward of one optimiser step over this process's videos, `micro` videos at a time; the
-    gradients it leaves equal one pass over all of them. Returns the step's loss L and its logits (B, C).
-
-    The class features w (C, E) and L_CC are computed once per step. Each micro-batch's L_CE is weighted by its
-    share of the videos (L_CE is a mean over the batch), and reads a detached copy of w, so its backward stops at
-    w and leaves dL/dw in that copy's .grad. The last micro-batch reads w itself: its backward adds those
-    gathered gradients (the term w . g, whose gradient is g) to its own and L_CC's, and goes through the text
-    branch once. Under DDP every micro-batch but the last runs in no_sync(): one all-reduce per step, in the
-    last backward, which covers the text branch too. consistency(w) is alpha * L_CC, or None when it is off."""
+def accumulate_step(step_fn, msta, videos, labels, tokens, targets, alpha, micro, autocast, scaler):
+    """Forward, loss and backward of one optimiser step over this process's videos, `micro` videos at a time;
+    the gradients it leaves equal one pass over all of them. Returns the step's loss L and its logits (B, C).
+    Under DDP every micro-batch but the last runs in no_sync(): one all-reduce per step, in the last backward,
+    which covers the text branch too."""
     with autocast:
         text = msta.encode_text(tokens)                                            # (C, E), with autograd
-    cc = consistency(text) if consistency is not None else None
-    held = text.detach().requires_grad_()  # what the micro-batches before the last read
+    # The class features w are computed once per step and read by every micro-batch. Those before the last read a
+    # detached copy of w, so their backward stops at w and leaves dL/dw in the copy's .grad; the last reads w
+    # itself, and its backward carries those gradients (the term w . g, whose gradient is g) with its own and
+    # L_CC's through the text branch once.
+    held = text.detach().requires_grad_()
     chunks = list(zip(videos.split(micro), labels.split(micro)))
     total, all_logits = 0, []
     for i, (v, y) in enumerate(chunks):
@@ -130,11 +100,11 @@ def accumulate_step(step_fn, msta, videos, labels, tokens, consistency, micro, a
         with quiet:
             with autocast:
                 logits = step_fn(v, text if last else held)                        # (b, C)
-            loss = losses.classification_loss(logits, y)
-            if len(chunks) > 1:
-                loss = loss * (len(y) / len(labels))
-            if last and cc is not None:
-                loss = loss + cc
+            # L_CE is a mean over the batch: a micro-batch's part is weighted by its share of the videos (1 in one
+            # pass). L_CC depends on w alone: it is added once per step, with the last micro-batch.
+            l_ce = losses.classification_loss(logits, y) * (len(y) / len(labels))
+            l_cc = losses.consistency_loss(text, *targets) if last and targets is not None else None
+            loss = losses.total_loss(l_ce, l_cc, alpha)                            # L = L_CE + alpha L_CC
             scaled = scaler.scale(loss)
             if last and held.grad is not None:  # already scaled: it came from the scaled micro-batch losses
                 scaled = scaled + (text * held.grad).sum()
@@ -144,67 +114,91 @@ def accumulate_step(step_fn, msta, videos, labels, tokens, consistency, micro, a
     return total, torch.cat(all_logits)                                            # (), (B, C)
 
 
-def lr_at(step, args, steps_per_epoch):
+def lr_at(step, steps_per_epoch, lr, min_lr, epochs, warmup_epochs):
     """The learning rate of optimiser step `step` (0-based, counted over the whole run): timm's CosineLRScheduler
     as ViFi-CLIP/X-CLIP build it (warmup_lr_init=0, lr_min = lr / 100 = --min-lr, t_in_epochs=False), stepped per
     iteration. Linear warm-up from 0 over --warmup-epochs; the cosine runs over the WHOLE run, warm-up included
     (timm's warmup_prefix=False), so the warm-up ends on the cosine's value there, not on --lr: 9.76e-4 at the
     end of epoch 5 of 50 with lr 1e-3, as the authors' logs show. Step s gets timm's value at t = s, timm's own
     training loop's convention (X-CLIP's loop updates after the step, one step later)."""
-    warmup, total = args.warmup_epochs * steps_per_epoch, args.epochs * steps_per_epoch
+    warmup, total = warmup_epochs * steps_per_epoch, epochs * steps_per_epoch
     if step < warmup:
-        return args.lr * step / warmup
+        return lr * step / warmup
     if step >= total:
-        return args.min_lr
-    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * step / total))
+        return min_lr
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * step / total))
 
 
 # ------------------------------------------------------------------------------------------- around the loop
-def setup_processes(args):
+def setup_processes(batch_size):
     """(distributed, rank, world, device): torchrun's process group, or one process; its GPU, else the CPU."""
     distributed, rank, world, device = runs.processes()
-    if args.batch_size % world:
-        raise UsageError(f"--batch-size {args.batch_size} is not divisible by the {world} processes")
+    if batch_size % world:
+        raise UsageError(f"--batch-size {batch_size} is not divisible by the {world} processes")
     return distributed, rank, world, device
 
 
-def fit_batch_size(args, videos, world, log):
-    """Check --batch-size against the training set; a small tree of your own takes all its videos each step."""
-    if videos < args.batch_size and "batch_size" not in args.explicit and videos >= world:
-        # The default batch would not fit even once, so take every video each step.
-        log(f"batch size: {videos // world * world}, all the training videos (the default, "
-            f"{args.batch_size}, is more than there are)")
-        args.batch_size = videos // world * world
-    if videos < args.batch_size:
-        raise UsageError(f"--batch-size {args.batch_size} is larger than the {videos} training videos")
+def fit_batch_size(batch_size, typed, videos, world, log):
+    """The global batch for a training set of `videos`: --batch-size, checked; when it was not typed and there are
+    fewer videos (a small tree of your own), all of them each step."""
+    if videos < batch_size and not typed and videos >= world:
+        log(f"batch size: {videos // world * world}, all the training videos (the default, {batch_size}, is more "
+            "than there are)")
+        batch_size = videos // world * world
+    if videos < batch_size:
+        raise UsageError(f"--batch-size {batch_size} is larger than the {videos} training videos")
+    return batch_size
 
 
-def resume_hint(args, argv, epoch):
+def training_set(dataset, reader, root, lists, protocol, split, shots, seed, frames, resolution, mean, std):
+    """The protocol's training videos at the model's resolution. Workers return uint8 clips and their photometric
+    draws; the photometric half (with the model's mean and std) runs batched on the training device, in the loop.
+    No flips for SSv2, whose labels say left and right, also when it comes as list files (data.py cannot tell
+    from the lists)."""
+    return data.build_dataset(reader, root, protocol, split, shots=shots, seed=seed, num_frames=frames, train=True,
+                              resolution=resolution, flip=dataset != "ssv2", mean=mean, std=std,
+                              defer_photometric=True, **lists)
+
+
+def read_descriptions(dataset, reader, root, protocol, classnames, num, where):
+    """The training classes' (spatial, temporal) description sentences for L_CC (prompts.load_descriptions).
+    where: for --dataset folder, the .json file; else the folder of our <dataset>.json or the authors' files. The
+    authors' files are keyed by class index: from an official layout, of the dataset's full class list
+    (classnames may be a subset, e.g. the base classes); from ViFi-CLIP's lists, of the label CSV itself, whose
+    base2novel base classes the authors' _base files index."""
+    if dataset == "folder":
+        name, folder = os.path.splitext(os.path.basename(where))[0], os.path.dirname(where)
+        return prompts.load_descriptions(name, classnames, num, folder)
+    listed = reader == "list"
+    full = None if listed else data.class_names(dataset, root)
+    return prompts.load_descriptions(dataset, classnames, num, where, all_classnames=full,
+                                     subset="base" if listed and protocol == "base2novel" else None)
+
+
+def resume_hint(output, argv, epoch):
     """What Ctrl-C prints: the one command that continues this run (or restarts it, before its first epoch)."""
     argv = [a for a in argv if a not in ("--overwrite", "--resume")]
     if "--output" not in argv and not any(a.startswith("--output=") for a in argv):
-        argv += ["--output", args.output]
+        argv += ["--output", output]
     command = "python train.py " + " ".join(shlex.quote(a) for a in argv)
     if epoch == 0:
-        return (f"interrupted in the first epoch, before any checkpoint; {args.output} holds only its log. "
+        return (f"interrupted in the first epoch, before any checkpoint; {output} holds only its log. "
                 f"Start again with: {command} --overwrite")
-    return f"interrupted; {args.output}/checkpoint.pt holds epoch {epoch}. Continue with: {command} --resume"
+    return f"interrupted; {output}/checkpoint.pt holds epoch {epoch}. Continue with: {command} --resume"
 
 
-def finish(args, results, history, counts, seconds, log):
+def finish(output, record, results, history, epochs, log):
     """Rank 0 at the end: results.{json,md}, curves.png, and the list of the run's files."""
-    runs.write_results(args.output, runs.result_record(args, results, dict(
-        trainable_params=counts[0], backbone_params=counts[1], history=history, train_seconds=seconds,
-        args=vars(args))), log)
+    runs.write_results(output, record, log)
     files = [("results table", "results.md"), ("all numbers", "results.json"),
              ("adapters", "checkpoint.pt"), ("per epoch", "history.csv"), ("log", "log.txt")]
-    title = f"{os.path.basename(os.path.normpath(args.output))}"
-    if curves.plot(args.output, history, (args.epochs, results["summary"]["top1"], results["views"]), title):
+    title = f"{os.path.basename(os.path.normpath(output))}"
+    if curves.plot(output, history, (epochs, results["summary"]["top1"], results["views"]), title):
         files.insert(4, ("curves", "curves.png"))
     else:
         log("curves.png: not drawn, matplotlib is not installed (pip install matplotlib)")
-    files = [(name, os.path.join(args.output, f)) for name, f in files]
-    runs.finished(files[:2] + report.write(args.output, results, log) + files[2:], log)  # + predictions, confusions
+    files = [(name, os.path.join(output, f)) for name, f in files]
+    runs.finished(files[:2] + report.write(output, results, log) + files[2:], log)  # + predictions, confusions
 
 
 # ------------------------------------------------------------------------------------------------- the run
@@ -212,12 +206,13 @@ def main(argv=None):
     """One training run: setup, data, model and text, optimiser, the epochs, the final test; returns its results."""
     global _INTERRUPTED
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
+    args = parse_args(argv)  # resolved once (harness/settings.py); below, functions take the values they need
     if args.print_config:
-        print(recipe.config(args))
+        print(settings.config(args))
         return None
+    reader, lists = settings.data_source(args)  # "list" and the list files, or the dataset's own layout
     # ---- setup: processes, device, checks (nothing is written before the arguments and the data pass) ---------
-    distributed, rank, world, device = setup_processes(args)
+    distributed, rank, world, device = setup_processes(args.batch_size)
     precision.set_tf32(args.tf32 == "on")  # fp32 matmuls/convolutions on TF32 tensor cores (sm80+), see precision.py
     ckpt_path = os.path.join(args.output, "checkpoint.pt")
     runs.check_output(args.output, resume=args.resume, overwrite=args.overwrite)
@@ -234,22 +229,33 @@ def main(argv=None):
     log(precision.describe(args.precision, args.tf32, device.type == "cuda"))
 
     # ---- data (its layout is checked first: no model download before a missing dataset is reported) ----------
-    data.class_names(runs.reader(args), args.data_root, **runs.lists(args))
-    model = runs.build_model(args, device)
-    train_set = batches.training_set(args, model.clip.visual.input_resolution, model.clip.mean, model.clip.std)
+    data.class_names(reader, args.data_root, **lists)
+    model = models.build_msta(args.clip, device, args.frames, args.rank, args.blocks, args.scale, args.temporal,
+                              args.seed)
+    train_set = training_set(args.dataset, reader, args.data_root, lists, args.protocol, args.split, args.shots,
+                             args.seed, args.frames, model.clip.visual.input_resolution, model.clip.mean,
+                             model.clip.std)
     classnames = args.classnames = list(train_set.classnames)  # saved with the run: evaluate.py --video uses them
     log(f"data: {len(train_set)} training videos, {len(classnames)} classes ({args.dataset}, {args.protocol}"
         f"{f', {args.shots} shots' if args.shots else ''}, split {args.split})")
-    fit_batch_size(args, len(train_set), world, log)
-    descriptions = prompts.descriptions_or_none(args, classnames, log)
+    args.batch_size = fit_batch_size(args.batch_size, "batch_size" in args.explicit, len(train_set), world, log)
+    descriptions = None
+    if args.alpha and args.dataset == "folder" and not os.path.isfile(args.descriptions):
+        log(f"descriptions: none ({args.descriptions} not found), so the consistency loss L_CC is off (alpha 0); "
+            "write one in descriptions/README.md's format to use it")
+        args.alpha = 0.0
+    elif args.alpha:
+        descriptions = read_descriptions(args.dataset, reader, args.data_root, args.protocol, classnames,
+                                         args.num_descriptions, args.descriptions)
     # Arguments and data are checked: from here on the run folder is written.
     if rank == 0:
         if args.overwrite:
             runs.clear_output(args.output)
         os.makedirs(args.output, exist_ok=True)
         log.open(os.path.join(args.output, "log.txt"), append=args.resume)
-    _INTERRUPTED = resume_hint(args, argv, 0)
-    sampler, loader = batches.loader(train_set, args, rank, world, device)
+    _INTERRUPTED = resume_hint(args.output, argv, 0)
+    sampler, loader = batches.loader(train_set, args.batch_size, args.seed, args.workers, rank, world,
+                                     pin_memory=device.type == "cuda")
 
     # ---- model and text: class prompts, and the frozen description features, computed once --------------------
     if args.clip.startswith("random-"):
@@ -286,13 +292,18 @@ def main(argv=None):
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, step, history = ckpt["epoch"], ckpt["scheduler"]["step"], ckpt["history"]
         log(f"resumed from {ckpt_path} at epoch {start_epoch}")
-        _INTERRUPTED = resume_hint(args, argv, start_epoch)
+        _INTERRUPTED = resume_hint(args.output, argv, start_epoch)
     board = report.Board(args.output, step) if args.tensorboard and rank == 0 else None
-    micro = memory.micro_batch(args, TrainStep(model), model, optimizer, tokens, autocast, device, distributed,
-                                world, log)
+    local = args.batch_size // world
+    micro = memory.micro_batch(args.micro_batch, local, args.frames, TrainStep(model), model, optimizer, tokens,
+                               autocast, device, distributed, log)
+    # The protocol's test sets, read by the quick checks during training (one view) and the final test.
+    test = dict(protocol=args.protocol, dataset=args.dataset, reader=reader, root=args.data_root, lists=lists,
+                split=args.split, seed=args.seed, frames=args.frames, precision=args.precision,
+                batch_size=getattr(args, "eval_batch_size", 8), workers=args.workers, log=log)
 
     # ---- the loop ---------------------------------------------------------------------------------------------
-    meter = runs.Meter(args, len(sampler), start_epoch, device, distributed, log, world)
+    meter = runs.Meter(args.epochs, len(sampler), start_epoch, device, distributed, log, world)
     for epoch in range(start_epoch, args.epochs):
         model.train()
         sampler.epoch = epoch
@@ -301,14 +312,14 @@ def main(argv=None):
             # uint8 (B, T, 3, H, W) crosses to the device (4x fewer bytes than float32), then the batched
             # photometric half of the augmentation runs there with each clip's own draws.
             clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            videos = data.photometric(clips, draws, model.clip.mean, model.clip.std)  # float (B, T, 3, H, W)
-            lr = lr_at(step, args, len(sampler))
+            videos = transforms.photometric(clips, draws, model.clip.mean, model.clip.std)  # float (B, T, 3, H, W)
+            lr = lr_at(step, len(sampler), args.lr, args.min_lr, args.epochs, args.warmup_epochs)
             try:
                 loss, logits = train_step(step_fn, optimizer, scaler, autocast, lr, videos, labels, tokens,
                                           targets, args.alpha, micro)
             except torch.cuda.OutOfMemoryError:  # one line, and the run folder as the last epoch left it
-                message = memory.out_of_memory_advice(args, micro, len(labels), args.precision,
-                                                      args.grad_checkpointing, precision.half())
+                message = memory.out_of_memory_advice(micro, len(labels), args.precision, args.grad_checkpointing,
+                                                      precision.half())
                 log(f"stopped: {message}. {_INTERRUPTED}", screen=False)
                 raise memory.OutOfMemory(f"{message}. {_INTERRUPTED}") from None
             step += 1
@@ -320,7 +331,7 @@ def main(argv=None):
                 return None
         row = meter.row(optimizer.param_groups[0]["lr"])
         if args.eval_every and (epoch + 1) % args.eval_every == 0 and epoch + 1 < args.epochs:
-            quick = evaluate.run_protocol(model, args, device, views=(1, 1), log=log, final=False)
+            quick = evaluate.run_protocol(model, device, views=(1, 1), final=False, **test)
             row.update({f"test_{k}": v for k, v in quick["summary"].items() if k not in ("runs", "top1_std")})
         history.append(row)
         log(runs.epoch_line(row, args.epochs))
@@ -330,13 +341,18 @@ def main(argv=None):
             runs.save_checkpoint(ckpt_path, dict(
                 adapters=model.trainable_state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
                 scheduler=dict(step=step), epoch=epoch + 1, history=history, args=vars(args)))
-            _INTERRUPTED = resume_hint(args, argv, epoch + 1)
+            _INTERRUPTED = resume_hint(args.output, argv, epoch + 1)
             curves.write_history(args.output, history)
 
     # ---- the end: the protocol's test with its published views, on the LAST epoch's weights -------------------
-    results = evaluate.run_protocol(model, args, device, views=None, log=log, final=True)
+    results = evaluate.run_protocol(model, device, views=evaluate.test_views(args.dataset, args.clips, args.crops),
+                                    final=True, **test)
     if rank == 0:
-        finish(args, results, history, counts, time.time() - meter.t_start, log)
+        record = runs.result_record(results, args.dataset, args.protocol, args.shots, args.split, args.seed,
+                                    args.epochs, args.recipe, dict(
+                                        trainable_params=counts[0], backbone_params=counts[1], history=history,
+                                        train_seconds=time.time() - meter.t_start, args=vars(args)))
+        finish(args.output, record, results, history, args.epochs, log)
     if board:
         board.final(step, results)
         board.close()
@@ -346,10 +362,9 @@ def main(argv=None):
 
 
 # ------------------------------------------------------------------------------------- the command line
-# The defaults are the paper's settings (Sec. 4.1); PROTOCOLS fills the per-protocol ones.
+# The defaults are the paper's settings (Sec. 4.1); settings.PROTOCOLS fills the per-protocol ones.
 def parse_args(argv=None):
-    per_protocol = functools.partial(settings.help_per_protocol, PROTOCOLS)  # --help texts: the real defaults
-    synthetic = functools.partial(settings.help_synthetic, PROTOCOLS)
+    per_protocol, synthetic = settings.help_per_protocol, settings.help_synthetic  # --help: the real defaults
     p = runs.Parser(description=__doc__.split("\n")[0], formatter_class=runs.HelpFormatter, epilog="A run folder "
                         "(--output; default runs/<dataset>-<protocol>-<shots>-<backbone>-<temporal>-r<rank>-"
                         "b<blocks>-split<N>-seed<N>, plus any other setting you typed) receives log.txt, "
@@ -358,17 +373,17 @@ def parse_args(argv=None):
                         "that already holds a run is never written over: use --resume to continue it, or --output "
                         "/ --overwrite.")
     # What to train on.
-    p.add_argument("--dataset", default="synthetic", choices=DATASETS,
+    p.add_argument("--dataset", default="synthetic", choices=data.DATASETS,
                    help="synthetic: offline demo; folder: your own videos, see --data-root")
     p.add_argument("--data-root", default=None, help="dataset root (default data/<dataset>); for --dataset folder: "
                    "a folder holding train/<class>/<video> and test/<class>/<video>")
-    p.add_argument("--protocol", default=None, choices=runs.PROTOCOL_NAMES,
+    p.add_argument("--protocol", default=None, choices=tuple(settings.PROTOCOLS),
                    help="default: few-shot when --shots is given, else full")
     p.add_argument("--shots", type=int, default=None, help="K videos per class (implies --protocol few-shot; "
                    "default for base2novel: 16)")
     p.add_argument("--split", type=int, default=1, help="official split (1-3)")
     p.add_argument("--seed", type=int, default=0, help="few-shot / base2novel draw and training seed")
-    # The model; None means the per-protocol value from PROTOCOLS.
+    # The model; None means the per-protocol value from settings.PROTOCOLS.
     p.add_argument("--clip", default="ViT-B/16", help="the frozen backbone: an OpenAI CLIP name, ViCLIP-B/16 (the "
                    "paper's), a CLIP or ViCLIP checkpoint file, or random-tiny "
                    f"(default: ViT-B/16; {synthetic('clip')})")
@@ -406,7 +421,7 @@ def parse_args(argv=None):
                    f"warm-up, then cosine decay to --min-lr (default: 1e-3, the paper's; {synthetic('lr')})")
     p.add_argument("--min-lr", type=float, default=1e-5)
     p.add_argument("--weight-decay", type=float, default=1e-3)
-    p.add_argument("--workers", type=int, default=data.default_workers(),
+    p.add_argument("--workers", type=int, default=batches.default_workers(),
                    help="data loader processes (default: the CPU cores this process may use)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores this process may "
                    "use minus the loader workers' share; see runs.choose_threads)")
@@ -441,10 +456,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.tensorboard and not report.has_tensorboard():  # asked for, so never silently left out
         raise UsageError(report.TENSORBOARD_MISSING)
-    # Which arguments the user typed, so that the synthetic row's overrides never replace them.
+    # Which arguments the user typed, so that the demo's settings (settings.DEMO) never replace them.
     args.explicit = sorted({a.dest for a in p._actions for flag in a.option_strings
                             if any(x == flag or x.startswith(flag + "=") for x in (argv or sys.argv[1:]))})
-    return settings.resolve(args, PROTOCOLS)
+    return settings.resolve(args)
 
 
 def run(argv=None):

@@ -17,7 +17,7 @@ rank = int(os.environ["RANK"])
 err = open(os.path.join(folder, f"stderr{rank}.txt"), "w")
 os.dup2(err.fileno(), 2)  # this rank's stderr, also for what C++ and os._exit leave unflushed
 
-import runs  # noqa: E402
+from harness import runs  # noqa: E402
 import train  # noqa: E402
 
 

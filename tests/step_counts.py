@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import batches
+from video import batches
 
 READS = {"aten._local_scalar_dense.default"}
 DATA_SHAPES = ("aten.nonzero", "aten.masked_select", "aten.unique", "aten._unique")

@@ -15,8 +15,7 @@ import torch
 import adapters
 import clip
 import losses
-import memory
-import precision
+from harness import memory, precision
 import train
 import viclip
 
@@ -43,8 +42,7 @@ def one_step(backbone, temporal, micro, batch=8, frames=4, checkpointing=False, 
     optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), weight_decay=1e-3)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     loss, logits = train.accumulate_step(train.TrainStep(msta), msta, videos, labels, tokens,
-                                       lambda w: 0.5 * losses.consistency_loss(w, spatial, temporal_feats), micro,
-                                       contextlib.nullcontext(), scaler)
+                                         (spatial, temporal_feats), 0.5, micro, contextlib.nullcontext(), scaler)
     grads = {n: p.grad.clone() for n, p in msta.named_parameters() if p.requires_grad}
     optimizer.step()
     assert logits.shape == (batch, C)
@@ -149,7 +147,7 @@ def test_ddp_reduces_gradients_once_per_step(tmp_path):
         tokens = clip.tokenize(["a video of a.", "a video of b.", "a video of c."])
         for micro in (8, 2):
             reduced.clear()
-            train.accumulate_step(ddp, msta, videos, labels, tokens, None, micro, contextlib.nullcontext(),
+            train.accumulate_step(ddp, msta, videos, labels, tokens, None, 0.0, micro, contextlib.nullcontext(),
                                   torch.amp.GradScaler("cpu", enabled=False))
             if micro == 8:
                 once = sorted(reduced)

@@ -166,7 +166,8 @@ def test_optimizer_step_leaves_clip_bit_identical():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     text = model.encode_text(tokens)
     logits = model.logits(model.encode_video(v), text)
-    loss = losses.total_loss(logits, torch.tensor([0, 2]), text, torch.randn(3, 64), torch.randn(3, 64))
+    loss = losses.total_loss(losses.classification_loss(logits, torch.tensor([0, 2])),
+                             losses.consistency_loss(text, torch.randn(3, 64), torch.randn(3, 64)))
     loss.backward()
     optimizer.step()
     assert all(p.grad is None for p in model.clip.parameters())
@@ -430,9 +431,10 @@ def loss_and_adapter_grads(model, v, tokens):
     model.zero_grad(set_to_none=True)
     model._text_cache.clear()
     text = model.encode_text(tokens)
-    loss = losses.total_loss(model.logits(model.encode_video(v), text), torch.tensor([0, 2]), text,
-                             torch.randn(3, 64, generator=torch.Generator().manual_seed(2)),
-                             torch.randn(3, 64, generator=torch.Generator().manual_seed(3)))
+    loss = losses.total_loss(
+        losses.classification_loss(model.logits(model.encode_video(v), text), torch.tensor([0, 2])),
+        losses.consistency_loss(text, torch.randn(3, 64, generator=torch.Generator().manual_seed(2)),
+                                torch.randn(3, 64, generator=torch.Generator().manual_seed(3))))
     loss.backward()
     return loss.detach(), {k: p.grad.clone() for k, p in model.adapters.named_parameters()}
 

@@ -3,8 +3,9 @@ from (seed, epoch, index), so the same video is augmented afresh every epoch, an
 epoch is read again (which is what makes --resume exact and N processes equal one)."""
 import torch
 
-import batches
 import train
+from harness import settings
+from video import batches, transforms
 from video_fixtures import write_video
 
 CLASSES = ("archery", "bowling", "juggling")
@@ -24,8 +25,10 @@ def tree_args(tmp_path):
 def loader_of(tmp_path):
     """(sampler, loader) of the tree, built the way train.main builds them."""
     args = train.parse_args(tree_args(tmp_path))
-    train_set = batches.training_set(args, 32)  # random-tiny's resolution; CLIP's mean and std
-    return batches.loader(train_set, args, 0, 1, torch.device("cpu"))
+    reader, lists = settings.data_source(args)
+    train_set = train.training_set(args.dataset, reader, args.data_root, lists, args.protocol, args.split, args.shots,
+                                   args.seed, args.frames, 32, transforms.CLIP_MEAN, transforms.CLIP_STD)  # random-tiny's
+    return batches.loader(train_set, args.batch_size, args.seed, args.workers, 0, 1, pin_memory=False)
 
 
 def epoch_items(sampler, loader, epoch):

@@ -12,10 +12,10 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import bench_report  # noqa: E402
+from bench import tables  # noqa: E402
 import benchmark  # noqa: E402
 import losses  # noqa: E402
-from flops import mm  # noqa: E402
+from bench.flops import mm  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def keep_threads():
@@ -68,7 +68,7 @@ def test_quick_run_writes_every_field(tmp_path, capsys):
     assert len(r["targets"]) == 5
     time_ratio = r["train"]["msta-few-shot"]["time_s"] / r["train"]["full-ft"]["time_s"]
     assert r["targets"][0]["value"] == pytest.approx(time_ratio)
-    assert r["targets"][0]["passed"] == (time_ratio <= bench_report.TARGETS["time"])
+    assert r["targets"][0]["passed"] == (time_ratio <= tables.TARGETS["time"])
     # The loader rows: three pipelines per worker core, their decoded pictures, the loader, and the two targets.
     for key in "abc":
         assert d["pipelines"][key]["clips_per_s"] > 0 and d["pipelines"][key]["decoded_per_clip"] > 0
@@ -97,11 +97,11 @@ def test_without_native_bf16_the_bf16_rows_are_skipped_and_said(tmp_path, monkey
 
 
 def test_native_bf16_detection(monkeypatch):
-    from bench_measure import native_bf16
+    from bench.measure import native_bf16
     monkeypatch.delenv("BENCHMARK_NATIVE_BF16", raising=False)
-    monkeypatch.setattr("bench_measure.platform.machine", lambda: "x86_64")
+    monkeypatch.setattr("bench.measure.platform.machine", lambda: "x86_64")
     for flags, native in (({"avx2", "fma"}, False), ({"avx2", "avx512_bf16"}, True), ({"amx_bf16"}, True)):
-        monkeypatch.setattr("bench_measure.cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr("bench.measure.cpu_flags", lambda flags=flags: flags)
         assert native_bf16(torch.device("cpu"))[0] is native
     monkeypatch.setenv("BENCHMARK_NATIVE_BF16", "1")
     assert native_bf16(torch.device("cpu")) == (True, "BENCHMARK_NATIVE_BF16=1")
@@ -113,7 +113,7 @@ def test_memory_rows_add_up(tmp_path):
     backward, which need not coincide with the videos' peak)."""
     import contextlib
     import train
-    from bench_measure import StepProbe
+    from bench.measure import StepProbe
     args = benchmark.parse_args(["--quick", "--cache-dir", str(tmp_path)])
     cfg = benchmark.memory_worker("memory-clip-few-shot", args)
     plain = cfg["rows"][0]
@@ -129,7 +129,7 @@ def test_memory_rows_add_up(tmp_path):
         videos = torch.randn(B, 8, 3, 32, 32)                                   # (B, T, 3, H, W)
         with StepProbe() as probe:
             train.accumulate_step(train.TrainStep(net), net, videos, torch.zeros(B, dtype=torch.long), prompts,
-                                  lambda w: losses.consistency_loss(w, s, t), B, contextlib.nullcontext(),
+                                  (s, t), 1.0, B, contextlib.nullcontext(),
                                   torch.amp.GradScaler("cpu", enabled=False))
         peaks[B] = probe.peak
         assert probe.peak <= plain["fixed_bytes"] + B * plain["per_clip_bytes"]

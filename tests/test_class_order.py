@@ -1,6 +1,6 @@
 """Class orders: each built-in dataset read from a made-up official layout gives the published label list (ViFi-CLIP's
 labels/*.csv), and the authors' description files, keyed by that list's indices, reach the right class through
-train.py's own path (data.class_names -> prompts.dataset_descriptions -> prompts.load_descriptions)."""
+train.py's own path (data.class_names -> train.read_descriptions -> prompts.load_descriptions)."""
 import argparse
 import csv
 import hashlib
@@ -13,6 +13,8 @@ import pytest
 
 import data
 import prompts
+import train
+from video import layouts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(os.path.dirname(ROOT), "shared", "reference", "vifi-clip-labels")
@@ -26,14 +28,14 @@ TAGS = {"ucf101": "ucf_101", "hmdb51": "hmdb", "kinetics400": "k400", "kinetics6
 def layout(name, root):
     """A made-up official layout holding every class (no videos: the class order needs none), written in a
     shuffled order so that nothing but the published order can come out."""
-    names = list(data.protocol_facts()[name]["classes"])
+    names = list(layouts.protocol_facts()[name]["classes"])
     random.Random(0).shuffle(names)
     if name == "ucf101":  # classInd.txt: '<1-based index> <CamelCase name>', the official numbering
         lists = os.path.join(root, "ucfTrainTestlist")
         os.makedirs(lists)
         camel = {c: c.replace(" ", "") for c in names}
         camel["Handstand Pushups"] = "HandstandPushups"  # classInd's spelling (the folders say HandStand)
-        index = {c: i + 1 for i, c in enumerate(data.protocol_facts()[name]["classes"])}
+        index = {c: i + 1 for i, c in enumerate(layouts.protocol_facts()[name]["classes"])}
         with open(os.path.join(lists, "classInd.txt"), "w") as f:
             f.writelines(f"{index[c]} {camel[c]}\r\n" for c in names)
         for part in ("trainlist01.txt", "testlist01.txt"):
@@ -45,7 +47,7 @@ def layout(name, root):
             open(os.path.join(splits, f"{c.replace(' ', '_')}_test_split1.txt"), "w").close()
     elif name == "ssv2":  # labels.json maps each template (no brackets) to its label index as a string
         os.makedirs(os.path.join(root, "labels"))
-        index = {c: str(i) for i, c in enumerate(data.protocol_facts()[name]["classes"])}
+        index = {c: str(i) for i, c in enumerate(layouts.protocol_facts()[name]["classes"])}
         with open(os.path.join(root, "labels", "labels.json"), "w") as f:
             json.dump({c: index[c] for c in names}, f)
         with open(os.path.join(root, "labels", "validation.json"), "w") as f:
@@ -78,7 +80,7 @@ def test_class_order_from_an_official_layout_is_the_published_one(tmp_path, name
 
 
 def test_hmdb51_is_not_sorted():
-    names = data.protocol_facts()["hmdb51"]["classes"]
+    names = layouts.protocol_facts()["hmdb51"]["classes"]
     assert names[20:22] == ["kick ball", "kick"] and names[44:46] == ["sword exercise", "sword"]
     assert names[5:7] == ["climb", "climb stairs"] and names != sorted(names)
 
@@ -96,7 +98,7 @@ def test_authors_descriptions_reach_their_class_through_train_py(tmp_path, name)
     """Description files in the authors' exact format ({N}_{s|t}_description_{tag}.json, keys "0".."C-1" of the
     published list, each a list of N sentences) whose sentences name their class: every class must get its own."""
     layout(name, str(tmp_path / "data"))
-    order = data.protocol_facts()[name]["classes"]  # what the authors' keys index
+    order = layouts.protocol_facts()[name]["classes"]  # what the authors' keys index
     folder = tmp_path / "description"
     folder.mkdir()
     for kind in "st":
@@ -106,6 +108,7 @@ def test_authors_descriptions_reach_their_class_through_train_py(tmp_path, name)
     args = argparse.Namespace(dataset=dataset, data_root=str(tmp_path / "data"), protocol="few-shot",
                               descriptions=str(folder), num_descriptions=2, train_list=None, test_list=None)
     classnames = data.class_names(dataset, args.data_root)
-    spatial, temporal = prompts.dataset_descriptions(args, classnames)
+    spatial, temporal = train.read_descriptions(args.dataset, args.dataset, args.data_root, args.protocol, classnames,
+                                                args.num_descriptions, args.descriptions)
     for c, s, t in zip(classnames, spatial, temporal):
         assert s == [f"A video about {c}.", f"s: {c}, again."] and t[1] == f"t: {c}, again.", c

@@ -21,7 +21,7 @@ CLIENTS = {"openclip": ("open_clip", "openclip_backbone.py"), "hf": ("transforme
 
 def run_alone(folder, client, code, *args):
     """python -c code in `folder`, which holds only copies of adapters.py and the client: the finished process."""
-    for name in ("adapters.py", client):
+    for name in ("adapters.py", os.path.join("clients", client)):
         shutil.copy(os.path.join(ROOT, name), folder)
     assert sorted(os.listdir(folder)) == sorted(["adapters.py", client])
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # no download: every model here is built from a config
@@ -86,8 +86,8 @@ def test_clients_keep_the_residual_stream_fp32_under_bf16_autocast():
     transformers = pytest.importorskip("transformers")
     import adapters
     import clip
-    from hf_backbone import HFBackbone
-    from openclip_backbone import OpenCLIPBackbone
+    from clients.hf_backbone import HFBackbone
+    from clients.openclip_backbone import OpenCLIPBackbone
 
     torch.manual_seed(0)
     model = open_clip.create_model("ViT-B-16", pretrained=None, force_quick_gelu=True).eval()

@@ -16,10 +16,12 @@ from torchvision.io import decode_jpeg, encode_jpeg, write_file
 from torchvision.transforms import v2
 
 import data
-import transforms
-import video
+from video import transforms
+from video import decode
 from tests.video_fixtures import (full_decode, hmdb51_tree, kinetics_tree, place, read_ids, ssv2_tree,
                                   ucf101_id_tree, ucf101_tree, write_video)
+from video import layouts
+from video import synthetic
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference not present")
@@ -59,25 +61,25 @@ def test_frames_equal_full_decode(videos, name, monkeypatch):
     path = videos[name]
     reference = full_decode(path)
     n = len(reference)
-    assert data.video_length(path) == n
-    with video.Video(path) as v:
+    assert decode.video_length(path) == n
+    with decode.Video(path) as v:
         assert v.length == n
     # All but H.264-in-AVI (decode-order timestamps) must be served by seeking, never by counting from the start.
     if name != "h264_bframes.avi":
-        monkeypatch.setattr(video.Video, "_read_counting", lambda *a: pytest.fail("fell back to counting"))
+        monkeypatch.setattr(decode.Video, "_read_counting", lambda *a: pytest.fail("fell back to counting"))
     rng = random.Random(name)
     cases = [list(range(n)), [n - 1, 0, n - 1, 0], [n // 2] * 3] + [
         [rng.randrange(n) for _ in range(rng.randint(1, 9))] for _ in range(25)]
     for indices in cases:
-        got = data.read_frames(path, indices)
+        got = decode.read_frames(path, indices)
         assert got.dtype == torch.uint8 and got.shape == (len(indices), 48, 64, 3)
         assert np.array_equal(got.numpy(), np.stack([reference[i] for i in indices])), (name, indices)
 
 
 def test_out_of_range_and_bad_files(videos, tmp_path):
     path = videos["h264_bframes.mp4"]
-    with pytest.raises(video.VideoError):
-        data.read_frames(path, [45])
+    with pytest.raises(decode.VideoError):
+        decode.read_frames(path, [45])
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     truncated = tmp_path / "truncated.mp4"  # moov atom at the end: cut in half, nothing can be read
@@ -85,18 +87,18 @@ def test_out_of_range_and_bad_files(videos, tmp_path):
     garbage = tmp_path / "garbage.avi"
     garbage.write_bytes(bytes(range(256)) * 20)
     for bad in (empty, truncated, garbage, tmp_path / "absent.mp4"):
-        with pytest.raises(video.VideoError):
-            data.read_frames(str(bad), [0])
+        with pytest.raises(decode.VideoError):
+            decode.read_frames(str(bad), [0])
 
 
 def test_sparse_decoding_reads_far_fewer_frames(tmp_path):
     """8 test-time frames of a 300-frame clip (x264, keyframe every 30) against a full decode."""
     path = write_video(str(tmp_path / "long.mp4"), n=300, w=160, h=120, fps=30,
                        options={"g": "30", "bf": "3", "b-pyramid": "normal"})
-    indices = data.sample_indices(300, 8, train=False)
-    video.decoded_frames = 0
-    sparse = data.read_frames(path, indices)
-    decoded = video.decoded_frames
+    indices = decode.sample_indices(300, 8, train=False)
+    decode.decoded_frames = 0
+    sparse = decode.read_frames(path, indices)
+    decoded = decode.decoded_frames
     reference = full_decode(path)
     assert np.array_equal(sparse.numpy(), np.stack([reference[i] for i in indices]))
     # Pictures decoded, not seconds: timing belongs in benchmark.py, and a shared CI machine's clock is noise.
@@ -110,8 +112,8 @@ def test_frame_folder(tmp_path):
     images = [torch.randint(0, 256, (3, 24, 32), dtype=torch.uint8) for _ in range(12)]
     for i, img in enumerate(images, 1):
         write_file(str(folder / f"img_{i:05d}.jpg"), encode_jpeg(img, quality=95))
-    assert data.video_length(str(folder)) == 12
-    got = data.read_frames(str(folder), [11, 0, 0, 5])
+    assert decode.video_length(str(folder)) == 12
+    got = decode.read_frames(str(folder), [11, 0, 0, 5])
     expected = [decode_jpeg(encode_jpeg(images[i], quality=95)).permute(1, 2, 0) for i in (11, 0, 0, 5)]
     assert torch.equal(got, torch.stack(expected))
 
@@ -120,15 +122,15 @@ def test_frame_folder(tmp_path):
 
 
 def test_sample_indices():
-    assert data.sample_indices(80, 8, train=False) == [5, 15, 25, 35, 45, 55, 65, 75]  # segment centres
-    assert data.sample_indices(80, 8, train=False, offset=0.0) == list(range(0, 80, 10))
-    assert data.sample_indices(3, 8, train=False) == [0, 0, 0, 1, 1, 2, 2, 2]  # short videos repeat frames
+    assert decode.sample_indices(80, 8, train=False) == [5, 15, 25, 35, 45, 55, 65, 75]  # segment centres
+    assert decode.sample_indices(80, 8, train=False, offset=0.0) == list(range(0, 80, 10))
+    assert decode.sample_indices(3, 8, train=False) == [0, 0, 0, 1, 1, 2, 2, 2]  # short videos repeat frames
     for _ in range(50):
-        idx = data.sample_indices(80, 8, train=True)
+        idx = decode.sample_indices(80, 8, train=True)
         assert all(10 * k <= i < 10 * (k + 1) for k, i in enumerate(idx))  # one frame per segment
-    assert len({tuple(data.sample_indices(80, 8, train=True)) for _ in range(20)}) > 1
+    assert len({tuple(decode.sample_indices(80, 8, train=True)) for _ in range(20)}) > 1
     with pytest.raises(ValueError):
-        data.sample_indices(0, 8, train=True)
+        decode.sample_indices(0, 8, train=True)
 
 
 def test_transforms_share_one_draw_per_clip():
@@ -195,7 +197,7 @@ def ucf(tmp_path_factory, clip):
 
 def test_ucf101_layout_and_full_protocol(ucf):
     root, train, test = ucf
-    assert data.class_names("ucf101", root) == ["Apply Eye Makeup", "Handstand Pushups", "Yo Yo"]
+    assert layouts.class_names("ucf101", root) == ["Apply Eye Makeup", "Handstand Pushups", "Yo Yo"]
     full_train = data.build_dataset("ucf101", root, "full", 1, train=True, resolution=RES)
     full_test = data.build_dataset("ucf101", root, "full", 1, train=False, resolution=RES)
     assert (len(full_train), len(full_test)) == (len(train), len(test)) == (36, 12)
@@ -218,7 +220,7 @@ def test_few_shot_draws(ucf):
     test_names = {os.path.basename(p) for p, _ in test}
     assert not test_names & {os.path.basename(p) for p, _ in a.items + c.items}  # never from the test list
     for shots in (0, -1, 13):  # 13 > the 12 training videos per class
-        with pytest.raises(data.DatasetError, match="shots"):
+        with pytest.raises(layouts.DatasetError, match="shots"):
             draw(0, shots)
     few_test = data.build_dataset("ucf101", root, "few-shot", 1, shots=3, train=False, resolution=RES)
     assert len(few_test) == 12
@@ -269,17 +271,17 @@ def test_few_shot_never_draws_a_listed_test_video(ucf_ids, tmp_path):
 def test_missing_or_malformed_root_fails_with_one_clear_message(tmp_path, ucf):
     for name, where in (("ucf101", "crcv.ucf.edu"), ("hmdb51", "serre-lab"), ("kinetics400", "cvdfoundation"),
                         ("ssv2", "something-something")):
-        with pytest.raises(data.DatasetError) as e:
+        with pytest.raises(layouts.DatasetError) as e:
             data.build_dataset(name, str(tmp_path / "nowhere"), "full", 1)
         assert where in str(e.value) and "Expected" in str(e.value) and "\n" not in str(e.value)
     os.makedirs(tmp_path / "ucf_no_lists" / "UCF-101")
-    with pytest.raises(data.DatasetError, match="ucfTrainTestlist"):
+    with pytest.raises(layouts.DatasetError, match="ucfTrainTestlist"):
         data.build_dataset("ucf101", str(tmp_path / "ucf_no_lists"), "full", 1)
-    with pytest.raises(data.DatasetError):
+    with pytest.raises(layouts.DatasetError):
         data.build_dataset("ucf101", ucf[0], "full", 4)  # no split 4
-    with pytest.raises(data.DatasetError):
+    with pytest.raises(layouts.DatasetError):
         data.build_dataset("ucf101", ucf[0], "sideways", 1)
-    assert issubclass(data.DatasetError, ValueError)
+    assert issubclass(layouts.DatasetError, ValueError)
 
 
 def test_hmdb51_layout_and_zero_shot_splits(tmp_path, clip):
@@ -287,7 +289,7 @@ def test_hmdb51_layout_and_zero_shot_splits(tmp_path, clip):
     tags = hmdb51_tree(str(tmp_path), clip, classes, per_class=(4, 2, 1))
     # The published order (hmdb_51_labels.csv, which the authors' description files index), not sorted names:
     # "kick ball" before "kick", "sword exercise" before "sword".
-    assert data.class_names("hmdb51", str(tmp_path)) == ["brush hair", "kick ball", "kick", "sword exercise",
+    assert layouts.class_names("hmdb51", str(tmp_path)) == ["brush hair", "kick ball", "kick", "sword exercise",
                                                          "sword"]
     for split in (1, 2, 3):
         train = data.build_dataset("hmdb51", str(tmp_path), "full", split, train=True, resolution=RES)
@@ -302,7 +304,7 @@ def test_hmdb51_layout_and_zero_shot_splits(tmp_path, clip):
 
 
 def test_kinetics_layouts(tmp_path, clip):
-    k400 = data.class_names("kinetics400")
+    k400 = layouts.class_names("kinetics400")
     assert len(k400) == 400 and k400 == sorted(k400) and "petting animal (not cat)" in k400
     # Folder names with underscores, and without parentheses, as some downloaders write them.
     root = tmp_path / "k400"
@@ -325,10 +327,10 @@ def test_kinetics600_zero_shot_split(tmp_path, clip):
     """The published test sets (14,084 / 13,978 / 14,136 videos), found in a download laid out flat, in class
     folders, or under the list's own part; an unlisted video of a zero-shot class is not served, and what the
     download lacks is counted as missing."""
-    import kinetics600_lists
-    lists = kinetics600_lists.published()
+    from video import kinetics600
+    lists = kinetics600.published()
     assert [len(lists[s]) for s in (1, 2, 3)] == [14084, 13978, 14136]
-    facts = data.protocol_facts()["kinetics600"]["zero_shot"]
+    facts = layouts.protocol_facts()["kinetics600"]["zero_shot"]
     assert all(0 <= label < 160 == len(facts[s - 1]) for s in (1, 2, 3) for _, label in lists[s])
     picked = [lists[1][0], lists[1][5000], lists[1][-1]]  # from train/, and wherever the others lie
     for n, (stem, label) in enumerate(picked):
@@ -360,7 +362,7 @@ def test_ssv2_templates(tmp_path, videos):
               validation=[(5, 1), (6, 0)])
     names = ["Approaching something with your camera", "Moving something from left to right",
              "Pushing something so that it slightly moves"]
-    assert data.class_names("ssv2", str(tmp_path)) == names
+    assert layouts.class_names("ssv2", str(tmp_path)) == names
     train = data.build_dataset("ssv2", str(tmp_path), "full", 1, train=True, resolution=RES)
     val = data.build_dataset("ssv2", str(tmp_path), "full", 1, train=False, resolution=RES)
     assert [label for _, label in train.items] == [0, 1, 2, 2] and [label for _, label in val.items] == [1, 0]
@@ -378,7 +380,7 @@ def test_vifi_clip_lists(ucf, tmp_path):
     ds = data.build_dataset("list", root, "full", train=False, resolution=RES, test_list=str(listing),
                             labels_csv=str(labels))
     assert ds.classnames == ["Apply Eye Makeup", "Handstand Pushups", "Yo Yo"]
-    assert data.class_names("list", root, labels_csv=str(labels)) == ds.classnames
+    assert layouts.class_names("list", root, labels_csv=str(labels)) == ds.classnames
     assert len(ds) == 12 and ds.skipped == 0 and ds[5][0].shape == (8, 3, RES, RES)
     assert sorted(label for _, label in ds.items) == sorted(lab - 1 for _, lab in test)
 
@@ -418,7 +420,7 @@ def test_container_overcounting_frames_resamples(monkeypatch):
 
         def read(self, indices):
             if max(indices) >= 6:
-                raise video.VideoError("short", available=6)
+                raise decode.VideoError("short", available=6)
             return torch.full((len(indices), 20, 20, 3), 7, dtype=torch.uint8)
 
         def __enter__(self):
@@ -438,7 +440,7 @@ def test_synthetic_is_deterministic_per_seed():
     a = data.build_dataset("synthetic", None, "full", 1, seed=3, resolution=RES, num_frames=6)
     b = data.build_dataset("synthetic", None, "full", 1, seed=3, resolution=RES, num_frames=6)
     c = data.build_dataset("synthetic", None, "full", 1, seed=4, resolution=RES, num_frames=6)
-    assert a.classnames == list(data.SYNTHETIC_CLASSES) and a.skipped == 0
+    assert a.classnames == list(synthetic.SYNTHETIC_CLASSES) and a.skipped == 0
     x, y = a[5]
     assert x.shape == (6, 3, RES, RES) and x.dtype == torch.float32 and y == 5
     assert torch.equal(x, b[5][0]) and not torch.equal(x, c[5][0])
@@ -446,9 +448,9 @@ def test_synthetic_is_deterministic_per_seed():
     assert test[0][0].shape == (3, 8, 3, RES, RES)
     assert len(data.build_dataset("synthetic", None, "few-shot", 1, shots=2)) == 16
     novel = data.build_dataset("synthetic", None, "base2novel", 1, subset="novel", train=False, resolution=RES)
-    assert novel.classnames == list(data.SYNTHETIC_CLASSES[0::2])
+    assert novel.classnames == list(synthetic.SYNTHETIC_CLASSES[0::2])
     base = data.build_dataset("synthetic", None, "base2novel", 1, train=True, resolution=RES)  # subset "base"
-    assert base.classnames == list(data.SYNTHETIC_CLASSES[1::2]) and len(base) == 16 * 4
+    assert base.classnames == list(synthetic.SYNTHETIC_CLASSES[1::2]) and len(base) == 16 * 4
 
 
 def _square_track(clip):
@@ -470,7 +472,7 @@ def test_synthetic_twins_need_frame_order():
         for i in range(120):
             label = 2 * pair + i % 2
             g = torch.Generator().manual_seed(1000 + i)
-            track = _square_track(data.synthetic_clip(label, g, 8, 32, train=True))  # (T, 3)
+            track = _square_track(synthetic.synthetic_clip(label, g, 8, 32, train=True))  # (T, 3)
             feats["blind"].append(track.sort(0).values.flatten())  # order-blind: the multiset of frames
             feats["ordered"].append(track[-1] - track[0])
             labels.append(i % 2)
@@ -487,7 +489,7 @@ def test_synthetic_twins_need_frame_order():
 
 def test_synthetic_twin_is_the_clip_played_backwards():
     for pair in range(4):
-        clips = [data.synthetic_clip(2 * pair + k, torch.Generator().manual_seed(7), 8, 40, train=False).float()
+        clips = [synthetic.synthetic_clip(2 * pair + k, torch.Generator().manual_seed(7), 8, 40, train=False).float()
                  for k in (0, 1)]
         differs = ((clips[0] - clips[1].flip(0)).abs() > 60).float().mean()  # noise is sigma 8 per clip
         assert differs < 1e-3 and ((clips[0] - clips[1]).abs() > 60).float().mean() > 1e-2
@@ -501,7 +503,7 @@ def test_protocols_json_equals_published_class_sets():
     labels = REFERENCE / "vifi-clip-labels"
     read = lambda f: [r["name"] for r in csv.DictReader(open(labels / f))]  # noqa: E731
     text = lambda names: sorted(re.sub(r"(?<=[a-z])(?=[A-Z])", " ", n) for n in names)  # noqa: E731
-    facts = data.protocol_facts()
+    facts = layouts.protocol_facts()
     for name, prefix in (("ucf101", "ucf_101"), ("hmdb51", "hmdb_51"), ("kinetics400", "kinetics_400"),
                          ("ssv2", "ssv2_174")):
         assert facts[name]["base"] == text(read(f"{prefix}_base_labels.csv")), name
@@ -570,11 +572,11 @@ def test_base_and_novel_test_sets_equal_published(tmp_path, clip, dataset):
         assert train[0].items == train[1].items != train[2].items and len(train[0]) == 26 * 16
         published = {line.split()[0] for line in open(split_dir / "base_train.txt")}
         assert {os.path.basename(p) for p, _ in train[0].items} <= published
-        assert sorted(train[0].classnames) == sorted(data.protocol_facts()["hmdb51"]["base"])
+        assert sorted(train[0].classnames) == sorted(layouts.protocol_facts()["hmdb51"]["base"])
 
 
 def test_interfaces_class_name_order():
     """INTERFACES.md: the published base-class counts per dataset."""
-    facts = data.protocol_facts()
+    facts = layouts.protocol_facts()
     assert len(facts["ucf101"]["base"]) == 51 and len(facts["hmdb51"]["base"]) == 26
     assert len(facts["kinetics400"]["base"]) == 200 and len(facts["ssv2"]["base"]) == 87

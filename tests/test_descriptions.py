@@ -10,6 +10,7 @@ import pytest
 import clip
 import data
 import prompts
+from video import layouts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDER = os.path.join(ROOT, "descriptions")
@@ -74,7 +75,7 @@ def test_keys_are_the_published_classes_in_order(name):
 
 
 def test_protocol_class_sets_are_covered():
-    facts = data.protocol_facts()
+    facts = layouts.protocol_facts()
     for name, key in (("ucf101", "ucf101"), ("hmdb51", "hmdb51"), ("k400", "kinetics400"), ("ssv2", "ssv2")):
         assert set(facts[key]["base"]) <= set(load(name))
     assert facts["kinetics400"]["classes"] == list(load("k400"))

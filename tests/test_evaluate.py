@@ -19,10 +19,14 @@ import adapters
 import clip
 import data
 import evaluate
+import models
 import prompts
-import runs
+from harness import runs
+from harness import settings
 import train
 from video_fixtures import ID_BASE, ID_STEP, read_ids, ucf101_id_tree
+from video import synthetic
+from video import transforms
 
 RES = 16  # the stub's "input resolution": what the datasets resize to
 CLASSES = ["Alpha", "Beta", "Gamma", "Delta", "Epsilon", "Zeta", "Eta"]  # 7 > 5 classes, so top-5 can miss
@@ -60,7 +64,7 @@ def flat_clip(vid, first_frame, T=2):
     """A normalised (T, 3, RES, RES) clip of flat frames carrying vid and frame indices first_frame, +1, ..."""
     rgb = torch.tensor([[ID_BASE + ID_STEP * vid, ID_BASE + ID_STEP * (first_frame + t), 128] for t in range(T)])
     x = rgb.float()[:, :, None, None].expand(T, 3, RES, RES) / 255  # (T, 3, H, W)
-    return (x - torch.tensor(data.CLIP_MEAN)[:, None, None]) / torch.tensor(data.CLIP_STD)[:, None, None]
+    return (x - torch.tensor(transforms.CLIP_MEAN)[:, None, None]) / torch.tensor(transforms.CLIP_STD)[:, None, None]
 
 
 class Items(torch.utils.data.Dataset):
@@ -154,12 +158,21 @@ def protocol_args(root, **kw):
                 precision="fp32", workers=0, eval_batch_size=3, clips=None, crops=None, epochs=0)
     return argparse.Namespace(**{**base, **kw})
 
+def run_protocol(model, args, device, views=None, final=True):
+    """evaluate.run_protocol with the values evaluate.py resolves from a run's arguments (args, below)."""
+    reader, lists = settings.data_source(args)
+    views = views or evaluate.test_views(args.dataset, args.clips, args.crops)
+    return evaluate.run_protocol(model, device, args.protocol, args.dataset, reader, args.data_root, lists, args.split,
+                                 args.seed, args.frames, views, args.precision, args.eval_batch_size, args.workers,
+                                 final=final)
+
+
 
 @pytest.mark.parametrize("split", [1, 2, 3])
 def test_run_protocol_tests_the_split_asked_for_with_its_views(ids, split):
     root, table = ids
     stub = Stub(rule(table))
-    out = evaluate.run_protocol(stub, protocol_args(root, split=split, clips=2, crops=1), torch.device("cpu"))
+    out = run_protocol(stub, protocol_args(root, split=split, clips=2, crops=1), torch.device("cpu"))
     (row,) = out["rows"]
     assert (row["split"], row["videos"], row["classes"]) == (split, 7, 7)
     assert row["top1"] == pytest.approx(SPLIT_TOP1[split]) and row["top5"] == 100.0
@@ -179,7 +192,7 @@ def test_published_list_files_are_what_is_tested(ids, tmp_path):
     stub = Stub(rule(table))
     args = protocol_args(root, split=1, clips=1, crops=1, train_list=None, test_list=str(tmp_path / "test.txt"),
                          labels_csv=str(tmp_path / "labels.csv"))
-    out = evaluate.run_protocol(stub, args, torch.device("cpu"))
+    out = run_protocol(stub, args, torch.device("cpu"))
     assert [r["row"] for r in out["rows"]] == ["test"] and out["rows"][0]["top1"] == pytest.approx(100 / 7)
     assert sorted(vid for vid, _ in stub.served) == sorted(listed)
 
@@ -187,13 +200,13 @@ def test_published_list_files_are_what_is_tested(ids, tmp_path):
 def test_single_clip_test_takes_segment_centres(ids):
     root, table = ids
     stub = Stub(rule(table))
-    evaluate.run_protocol(stub, protocol_args(root, clips=1, crops=3), torch.device("cpu"))
+    run_protocol(stub, protocol_args(root, clips=1, crops=3), torch.device("cpu"))
     assert len(stub.served) == 7 * 3 and {tuple(f) for _, f in stub.served} == {(3, 9, 15, 21)}
 
 
 def test_zero_shot_mean_and_std_over_the_three_splits(ids):
     root, table = ids
-    out = evaluate.run_protocol(Stub(rule(table)), protocol_args(root, protocol="zero-shot", clips=1, crops=1),
+    out = run_protocol(Stub(rule(table)), protocol_args(root, protocol="zero-shot", clips=1, crops=1),
                                 torch.device("cpu"))
     assert [(r["split"], round(r["top1"], 3)) for r in out["rows"]] == [(1, 100.0), (2, 42.857), (3, 14.286)]
     s = out["summary"]
@@ -216,11 +229,11 @@ def test_base_to_novel_summary_is_hm_of_seed_means():
 
 def test_base_to_novel_rows_test_each_half_against_its_own_classes():
     stub = Stub(lambda vid, view, C: torch.zeros(C), read=False)
-    out = evaluate.run_protocol(stub, protocol_args(None, dataset="synthetic", protocol="base2novel"),
+    out = run_protocol(stub, protocol_args(None, dataset="synthetic", protocol="base2novel"),
                                 torch.device("cpu"))
     assert [(r["row"], r["subset"], r["classes"], r["videos"]) for r in out["rows"]] == [
         ("base", "base", 4, 64), ("novel", "novel", 4, 64)]
-    base, novel = data.SYNTHETIC_CLASSES[1::2], data.SYNTHETIC_CLASSES[0::2]  # odd classes are the base half
+    base, novel = synthetic.SYNTHETIC_CLASSES[1::2], synthetic.SYNTHETIC_CLASSES[0::2]  # odd classes are the base half
     assert len(stub.texts) == 2
     assert torch.equal(stub.texts[0], clip.tokenize([f"a video of {c}." for c in base]))
     assert torch.equal(stub.texts[1], clip.tokenize([f"a video of {c}." for c in novel]))
@@ -229,7 +242,8 @@ def test_base_to_novel_rows_test_each_half_against_its_own_classes():
 def fake_checkpoint(path, **args):
     """A checkpoint file in train.py's format whose adapters the stub 'loads'."""
     base = dict(dataset="ucf101", data_root=None, protocol="few-shot", split=1, seed=0, shots=2, frames=4,
-                clip="random-tiny", epochs=1, output=str(path))
+                clip="random-tiny", epochs=1, output=str(path), rank=8, blocks=[1, 4], scale=0.005,
+                temporal="attn")
     torch.save(dict(adapters={"adapters.0.w": torch.ones(2)}, args={**base, **args}), path)
     return str(path)
 
@@ -238,7 +252,7 @@ def fake_checkpoint(path, **args):
 def test_evaluate_main_split_and_protocol_arguments(ids, tmp_path, monkeypatch, split):
     root, table = ids
     stubs = []
-    monkeypatch.setattr(runs, "build_model", lambda args, device: stubs.append(Stub(rule(table))) or stubs[-1])
+    monkeypatch.setattr(models, "build_msta", lambda *args, **kwargs: stubs.append(Stub(rule(table))) or stubs[-1])
     monkeypatch.setattr(adapters, "parameter_counts", lambda model: (0, 1))  # the stub has no CLIP to count
     ckpt = fake_checkpoint(tmp_path / "run.pt", data_root=root)
     evaluate.main(["--checkpoint", ckpt, "--split", str(split), "--clips", "1", "--crops", "1", "--workers", "0",
@@ -263,29 +277,30 @@ def test_evaluate_main_split_and_protocol_arguments(ids, tmp_path, monkeypatch, 
 def test_checkpoint_adapters_are_loaded_by_evaluate_main(tmp_path, monkeypatch):
     """The model evaluate.py --checkpoint builds gives the trained model's logits (not the frozen CLIP's, nor
     freshly initialised adapters'), and the same test accuracy as the training process's own final test."""
-    models = []
+    built = []
     original = evaluate.run_protocol
 
     def recording(model, *args, **kwargs):
-        models.append(model)
+        built.append(model)
         return original(model, *args, **kwargs)
     monkeypatch.setattr(evaluate, "run_protocol", recording)
     out = tmp_path / "run"
     trained = train.main(["--dataset", "synthetic", "--shots", "1", "--epochs", "2", "--batch-size", "4",
                           "--eval-every", "0", "--workers", "0", "--output", str(out)])
     evaluate.main(["--checkpoint", str(out), "--workers", "0", "--output", str(tmp_path / "eval")])
-    assert len(models) == 2
+    assert len(built) == 2
     again = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert again["top1"] == pytest.approx(trained["summary"]["top1"])
     assert again["rows"][0]["videos"] == trained["rows"][0]["videos"] == 128
     videos = torch.randn(3, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # (B, T, 3, H, W)
-    tokens = prompts.class_tokens(data.SYNTHETIC_CLASSES)
+    tokens = prompts.class_tokens(synthetic.SYNTHETIC_CLASSES)
     with torch.no_grad():
-        ours, theirs = (m(videos, tokens) for m in models)
+        ours, theirs = (m(videos, tokens) for m in built)
         torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
-        frozen = evaluate.FrozenCLIP(models[1].clip)
-        fresh = runs.build_model(train.parse_args(["--dataset", "synthetic", "--shots", "1"]),
-                                     torch.device("cpu"))(videos, tokens)
+        frozen = evaluate.FrozenCLIP(built[1].clip)
+        a = train.parse_args(["--dataset", "synthetic", "--shots", "1"])
+        fresh = models.build_msta(a.clip, torch.device("cpu"), a.frames, a.rank, a.blocks, a.scale, a.temporal,
+                                  a.seed)(videos, tokens)
         for other in (frozen.logits(frozen.encode_video(videos), frozen.encode_text(tokens)), fresh):
             assert (other - ours).abs().max() > 1e-2
 

@@ -16,10 +16,10 @@ import sys
 import pytest
 import torch
 
-import curves
+from harness import curves
 import evaluate
 import prompts
-import runs
+from harness import runs
 import train
 from test_clip import SMALL, random_openai_state_dict
 from video_fixtures import write_video

@@ -13,16 +13,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import batches
-import bench_measure
 import data
 import evaluate
-import memory
-import precision
-import recipe
-import runs
+import models
 import train
-import transforms
+from bench import measure as bench_measure
+from harness import memory, precision, recipe, runs
+from video import batches, transforms
 from step_counts import StepCounts, syncs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,7 +65,7 @@ def test_precision_follows_what_the_card_computes(monkeypatch, capsys, name):
     a = evaluate.parse_args(["--zero-shot-clip"])
     assert evaluate.run_args(a, dict(dataset="synthetic", protocol="full", split=1), torch.device("cuda")
                              ).precision == want
-    advice = memory.out_of_memory_advice(None, 8, 8, "fp32", False, precision.half())
+    advice = memory.out_of_memory_advice(8, 8, "fp32", False, precision.half())
     assert f"--precision {want}" in advice and ("--precision bf16" in advice) == native
     assert bench_measure.native_bf16(torch.device("cuda"))[0] == native
     assert "has TF32" in precision.describe(want, "on", True) if native else "no TF32" in precision.describe(
@@ -143,8 +140,8 @@ def test_photometric_sends_the_draws_in_one_non_blocking_copy():
 def test_final_test_bytes_in_flight_on_a_96_core_host(monkeypatch):
     """HMDB51's 10 x 3 views of 8 frames at 224 px, batches of 8, on a simulated 96-core host: the workers hand
     over uint8 views, and the batches on the host at once stay within batches.TEST_BUDGET and /dev/shm."""
-    monkeypatch.setattr(data, "usable_cores", lambda: 96)
-    workers = data.default_workers()
+    monkeypatch.setattr(batches, "usable_cores", lambda: 96)
+    workers = batches.default_workers()
     assert workers == 96
     test_set = data.build_dataset("synthetic", None, "full", 1, train=False, resolution=224, views=(10, 3),
                                   defer_photometric=True)
@@ -163,7 +160,7 @@ def test_final_test_bytes_in_flight_on_a_96_core_host(monkeypatch):
     monkeypatch.setattr(torch.utils.data, "DataLoader", Capture)
     for shm in (64 * 2**30, 2 * 2**30):
         monkeypatch.setattr(batches, "shm_free", lambda shm=shm: shm)
-        model = evaluate.FrozenCLIP(runs.load_backbone("random-tiny"))
+        model = evaluate.FrozenCLIP(models.load_backbone("random-tiny"))
         evaluate.evaluate(model, test_set, torch.device("cpu"), batch_size=8, workers=workers)
         k = made[-1]
         batch_bytes = k["batch_size"] * test_set.item_bytes
@@ -182,24 +179,23 @@ def test_training_loader_stays_within_shared_memory(monkeypatch):
     batches ahead, then fewer workers; one line naming --shm-size when not even one fits."""
     train_set = data.build_dataset("synthetic", None, "few-shot", 1, shots=4, train=True, resolution=224,
                                    defer_photometric=True)
-    args = types.SimpleNamespace(batch_size=8, seed=0, workers=96)
     batch_bytes = 8 * train_set.item_bytes  # 8 uint8 clips of 8 x 3 x 224 x 224: 9.2 MiB
     monkeypatch.setattr(batches, "shm_free", lambda: 64 * 10**6)  # Docker's default
-    _, loader = batches.loader(train_set, args, 0, 1, torch.device("cpu"))
+    _, loader = batches.loader(train_set, 8, 0, 96, 0, 1, False)
     assert (loader.num_workers * loader.prefetch_factor + 1) * batch_bytes <= 32 * 10**6
     assert loader.num_workers == 2 and loader.prefetch_factor == 1
     monkeypatch.setattr(batches, "shm_free", lambda: 10 * 10**6)
     with pytest.raises(batches.SharedMemoryError, match="--shm-size"):
-        batches.loader(train_set, args, 0, 1, torch.device("cpu"))
+        batches.loader(train_set, 8, 0, 96, 0, 1, False)
     monkeypatch.setattr(batches, "shm_free", lambda: 64 * 2**30)
-    _, loader = batches.loader(train_set, args, 0, 1, torch.device("cpu"))
+    _, loader = batches.loader(train_set, 8, 0, 96, 0, 1, False)
     assert (loader.num_workers, loader.prefetch_factor) == (96, batches.PREFETCH)
 
 
 def test_uint8_views_normalised_on_the_device_score_as_before():
     """The deferred test path (uint8 views, transforms.normalize on the device) gives the very numbers the
     float path gives, with the loader's workers sized by the plan."""
-    model = evaluate.FrozenCLIP(runs.load_backbone("random-tiny"))
+    model = evaluate.FrozenCLIP(models.load_backbone("random-tiny"))
     got = {}
     for defer in (False, True):
         test_set = data.build_dataset("synthetic", None, "full", 1, train=False, resolution=32, views=(2, 3),
@@ -215,7 +211,9 @@ def test_auto_micro_batch_is_measured_against_free_memory(monkeypatch):
     """trial_fits on the CPU with torch.cuda's memory queries simulated: a 24 GB card with 6 GB free, whose step
     peaks at what the trial allocates; the answer follows the free memory, and the trial holds the whole batch's
     uint8 clips and its augmented float copy, not only the micro-batch."""
-    model = train.runs.build_model(train.parse_args(TINY), torch.device("cpu"))
+    args = train.parse_args(TINY)
+    model = models.build_msta(args.clip, torch.device("cpu"), args.frames, args.rank, args.blocks, args.scale,
+                              args.temporal, args.seed)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
     allocated = {"now": 0, "peak": 0}
     sizes = []

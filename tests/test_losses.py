@@ -30,8 +30,10 @@ def test_total_loss_and_gradient_reaches_only_the_trainable_branch():
     logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
     w = torch.randn(3, 8, requires_grad=True)
     spatial, temporal = torch.randn(3, 8), torch.randn(3, 8)
-    loss = total_loss(logits, labels, w, spatial, temporal, alpha=0.5)
-    torch.testing.assert_close(loss, classification_loss(logits, labels) + 0.5 * consistency_loss(w, spatial, temporal))
+    loss = total_loss(classification_loss(logits, labels), consistency_loss(w, spatial, temporal), alpha=0.5)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, labels) + 0.5 * consistency_loss(w, spatial, temporal))
+    torch.testing.assert_close(total_loss(classification_loss(logits, labels), None, 0.5),
+                               F.cross_entropy(logits, labels))  # L_CC off: L = L_CE
     loss.backward()
     assert w.grad.abs().sum() > 0
 

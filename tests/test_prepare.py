@@ -16,9 +16,10 @@ from torchvision import tv_tensors
 import data
 import prepare
 import train
-import transforms
-import video
+from video import transforms
+from video import decode
 from video_fixtures import full_decode, ucf101_tree, write_video
+from video import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,15 +106,15 @@ def test_prepared_sparse_read_equals_full_decode(tmp_path):
     reference = full_decode(dst)
     assert len(reference) == 300 and reference[0].shape == (96, 128, 3)
     for _ in range(10):
-        indices = data.sample_indices(300, 8, train=True) if _ else [299, 0, 150, 150]
-        got = data.read_frames(dst, indices)
+        indices = decode.sample_indices(300, 8, train=True) if _ else [299, 0, 150, 150]
+        got = decode.read_frames(dst, indices)
         assert np.array_equal(got.numpy(), np.stack([reference[i] for i in indices]))
-    indices = data.sample_indices(300, 8, train=False)
+    indices = decode.sample_indices(300, 8, train=False)
     counts = []
     for path in (src, dst):
-        before = video.decoded_frames
-        data.read_frames(path, indices)
-        counts.append(video.decoded_frames - before)
+        before = decode.decoded_frames
+        decode.read_frames(path, indices)
+        counts.append(decode.decoded_frames - before)
     assert counts[1] * 4 <= counts[0], counts
 
 
@@ -152,7 +153,7 @@ MOTIONS = {"ApplyEyeMakeup": 2, "Archery": 3, "Basketball": 4, "Biking": 5}
 
 
 def synthetic_ucf101(root, train_groups=16, test_groups=8, frames=16, size=64):
-    """data.synthetic_clip clips written as real MPEG-4 AVIs in UCF101's layout: one clip per group and class;
+    """synthetic.synthetic_clip clips written as real MPEG-4 AVIs in UCF101's layout: one clip per group and class;
     groups 1..test_groups are the split's test set."""
     lists, train_lines, test_lines = os.path.join(root, "ucfTrainTestlist"), [], []
     os.makedirs(lists)
@@ -160,7 +161,7 @@ def synthetic_ucf101(root, train_groups=16, test_groups=8, frames=16, size=64):
         os.makedirs(os.path.join(root, "UCF-101", cls))
         for g in range(1, train_groups + test_groups + 1):
             gen = torch.Generator().manual_seed(1000 * label + g)
-            clip = data.synthetic_clip(motion, gen, frames, size, train=False)  # (T, 3, 64, 64)
+            clip = synthetic.synthetic_clip(motion, gen, frames, size, train=False)  # (T, 3, 64, 64)
             name = f"v_{cls}_g{g:02d}_c01.avi"
             with av.open(os.path.join(root, "UCF-101", cls, name), "w") as out:
                 stream = out.add_stream("mpeg4", rate=25)

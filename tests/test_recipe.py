@@ -117,7 +117,8 @@ def test_run_folders_in_docs_are_the_names_train_py_makes(capsys):
 
 
 def test_results_json_records_the_recipe(capsys):
-    import runs
+    from harness import runs
     args = train.parse_args(["--recipe", "paper", "--dataset", "ssv2", "--shots", "8", "--print-config"])
-    record = runs.result_record(args, dict(views="2x3", rows=[], summary=dict(top1=1.0)))
+    record = runs.result_record(dict(views="2x3", rows=[], summary=dict(top1=1.0)), args.dataset, args.protocol,
+                                args.shots, args.split, args.seed, args.epochs, args.recipe)
     assert record["recipe"] == "paper" and json.loads(json.dumps(record))["recipe"] == "paper"

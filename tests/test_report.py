@@ -16,13 +16,15 @@ import sys
 import pytest
 import torch
 
-import compare
+from harness import compare
 import data
 import evaluate
-import report
-import runs
+from harness import report
+from harness import runs
+from harness import settings
 import train
 from test_evaluate import CLASSES, TABLE, Items, Stub, table_answer
+from video import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,12 +99,21 @@ def synthetic_args(**kw):
                 precision="fp32", workers=0, eval_batch_size=16, clips=None, crops=None, epochs=0)
     return argparse.Namespace(**{**base, **kw})
 
+def run_protocol(model, args, device, views=None, final=True):
+    """evaluate.run_protocol with the values evaluate.py resolves from a run's arguments (args, below)."""
+    reader, lists = settings.data_source(args)
+    views = views or evaluate.test_views(args.dataset, args.clips, args.crops)
+    return evaluate.run_protocol(model, device, args.protocol, args.dataset, reader, args.data_root, lists, args.split,
+                                 args.seed, args.frames, views, args.precision, args.eval_batch_size, args.workers,
+                                 final=final)
+
+
 
 def test_synthetic_demo_rows_per_class_and_confusion(tmp_path):
     """The demo's 128 test clips through Motion: every row of predictions.csv is the stub's own answer for that
     clip; the per-class numbers add up, weighted by class size, to the printed top-1."""
     model = Motion(4, 8)
-    results = evaluate.run_protocol(model, synthetic_args(), torch.device("cpu"), final=True)
+    results = run_protocol(model, synthetic_args(), torch.device("cpu"), final=True)
     (row,) = results["rows"]
     files = dict(report.write(str(tmp_path), results))
     rows = read_csv(files["per video"])
@@ -111,14 +122,14 @@ def test_synthetic_demo_rows_per_class_and_confusion(tmp_path):
     for i, r in enumerate(rows):
         video, label = test[i]
         probs = model.logits(model.encode_video(video[None]), torch.zeros(8, 1)).softmax(-1)[0]  # (C,)
-        assert r["video"] == f"synthetic#{i}" and r["true_class"] == data.SYNTHETIC_CLASSES[label]
-        assert r["pred1"] == data.SYNTHETIC_CLASSES[int(probs.argmax())]
+        assert r["video"] == f"synthetic#{i}" and r["true_class"] == synthetic.SYNTHETIC_CLASSES[label]
+        assert r["pred1"] == synthetic.SYNTHETIC_CLASSES[int(probs.argmax())]
         assert float(r["p1"]) == pytest.approx(probs.max().item(), abs=1e-5)
     hits = sum(int(r["correct"]) for r in rows)
     assert 100 * hits / 128 == pytest.approx(row["top1"])
     assert 0 < hits < 128  # the stub is neither always right nor always wrong: the sums below can fail
     per_class = row["per_class"]
-    assert [c["class"] for c in per_class] == list(data.SYNTHETIC_CLASSES)
+    assert [c["class"] for c in per_class] == list(synthetic.SYNTHETIC_CLASSES)
     assert sum(c["videos"] for c in per_class) == 128
     assert sum(c["videos"] * c["top1"] for c in per_class) / 128 == pytest.approx(row["top1"])
     for c, entry in enumerate(per_class):  # the most frequent wrong answer, counted from the file
@@ -137,12 +148,12 @@ def test_synthetic_demo_rows_per_class_and_confusion(tmp_path):
 
 def test_several_test_sets_get_one_file_each(tmp_path):
     """base2novel: base and novel, each against its own four classes."""
-    results = evaluate.run_protocol(Motion(4, 4), synthetic_args(protocol="base2novel"), torch.device("cpu"))
+    results = run_protocol(Motion(4, 4), synthetic_args(protocol="base2novel"), torch.device("cpu"))
     paths = dict(report.write(str(tmp_path), results))
     base, novel = read_csv(paths["per video base"]), read_csv(paths["per video novel"])
     assert paths["per video base"].endswith("predictions-base.csv") and len(base) == len(novel) == 64
-    assert {r["true_class"] for r in base} == set(data.SYNTHETIC_CLASSES[1::2])
-    assert {r["pred1"] for r in novel} <= set(data.SYNTHETIC_CLASSES[0::2])
+    assert {r["true_class"] for r in base} == set(synthetic.SYNTHETIC_CLASSES[1::2])
+    assert {r["pred1"] for r in novel} <= set(synthetic.SYNTHETIC_CLASSES[0::2])
     assert [r["row"] for r in results["rows"]] == ["base", "novel"]
 
 

@@ -13,13 +13,15 @@ import torch.nn.functional as F
 import adapters
 import clip
 import data
-import batches
+from video import batches
 import evaluate
+import models
 import prompts
-import runs
+from harness import runs, settings
 import train
 from test_clip import SMALL, random_openai_state_dict
 from video_fixtures import ucf101_tree, write_video
+from video import synthetic, transforms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -193,12 +195,14 @@ def test_lr_schedule_is_timms_cosine_stepped_per_iteration():
     values are timm 1.0.31's, run outside this repository with 7 steps per epoch and 50 epochs."""
     args = train.parse_args(["--dataset", "ucf101", "--shots", "2"])  # few-shot: 50 epochs, 5 of warm-up
     assert (args.epochs, args.warmup_epochs, args.lr, args.min_lr) == (50, 5, 1e-3, 1e-5)
+    lr_at = lambda step, per_epoch: train.lr_at(step, per_epoch, args.lr, args.min_lr, args.epochs,  # noqa: E731
+                                                args.warmup_epochs)
     timm = {0: 0.0, 17: 0.0004857142857142857, 34: 0.0009714285714285714, 35: 0.0009757729755661011,
             36: 0.000974381033087177, 175: 0.0005050000000000001, 349: 1.001994049541881e-05}
     for step, lr in timm.items():
-        assert train.lr_at(step, args, 7) == pytest.approx(lr, rel=1e-12, abs=1e-18), step
+        assert lr_at(step, 7) == pytest.approx(lr, rel=1e-12, abs=1e-18), step
     # The warm-up ends on the cosine over the whole run: 9.76e-4 after epoch 5, the value the authors' logs show.
-    assert f"{train.lr_at(5 * 7, args, 7):.2e}" == "9.76e-04"
+    assert f"{lr_at(5 * 7, 7):.2e}" == "9.76e-04"
 
 
 # A test split of 8 videos, one of which cannot be decoded (an empty file), scored by evaluate.evaluate.
@@ -285,6 +289,13 @@ def vifi_base2novel_tree(root, src):
     return lists
 
 
+def training_set(args, resolution=32):
+    """The training set train.main builds from these arguments (at random-tiny's resolution, CLIP's mean and std)."""
+    reader, lists = settings.data_source(args)
+    return train.training_set(args.dataset, reader, args.data_root, lists, args.protocol, args.split, args.shots,
+                              args.seed, args.frames, resolution, transforms.CLIP_MEAN, transforms.CLIP_STD)
+
+
 def test_base_to_novel_from_vifi_clip_list_files(tmp_path):
     src = write_video(str(tmp_path / "src.avi"), codec="mpeg4", n=16, w=40, h=32)
     root = str(tmp_path / "ucf101")
@@ -304,12 +315,12 @@ def test_base_to_novel_from_vifi_clip_list_files(tmp_path):
     assert (rows["novel"]["videos"], rows["novel"]["classes"]) == (8, 2)
     # The published draw is used as it is (no second draw), labelled by the base CSV; each test set by its own CSV.
     args = train.parse_args(argv)
-    train_set = batches.training_set(args, 32)
+    train_set = training_set(args)
     assert train_set.classnames == ["Typing", "Basketball Dunk"] and len(train_set) == 32
     assert sorted((os.path.basename(p), label) for p, label in train_set.items) == sorted(
         (line.split()[0], int(line.split()[1])) for line in open(f["fs_base_s1_train.txt"]))
     novel = data.build_dataset("list", root, "base2novel", subset="novel", train=False, resolution=32,
-                               **runs.lists(args))
+                               **settings.data_source(args)[1])
     assert novel.classnames == ["Playing Violin", "Pull Ups"]
     assert all(os.path.basename(p).startswith("v_" + ["PlayingViolin", "PullUps"][label]) for p, label in novel.items)
     # A missing novel list is a one-line usage error, before anything runs.
@@ -320,7 +331,8 @@ def test_base_to_novel_from_vifi_clip_list_files(tmp_path):
         table = {"0": [f"{kind} typing."] * 2, "1": [f"{kind} dunk."] * 2}
         (tmp_path / f"2_{kind}_description_ucf_101_base.json").write_text(json.dumps(table))
     args.descriptions = str(tmp_path)
-    spatial, temporal = prompts.dataset_descriptions(args, train_set.classnames)
+    spatial, temporal = train.read_descriptions(args.dataset, "list", args.data_root, args.protocol,
+                                                train_set.classnames, args.num_descriptions, args.descriptions)
     assert spatial == [["s typing."] * 2, ["s dunk."] * 2] and temporal[1] == ["t dunk."] * 2
 
 
@@ -334,7 +346,7 @@ def test_no_flip_for_ssv2_also_from_list_files(tmp_path):
     for dataset in ("ssv2", "ucf101"):
         args = train.parse_args(["--dataset", dataset, "--data-root", root, "--train-list", f["fs_base_s1_train.txt"],
                                  "--test-list", f["base_val.txt"], "--labels-csv", f["ucf_101_base_labels.csv"]])
-        transforms = batches.training_set(args, 32).transform.transforms
+        transforms = training_set(args).transform.transforms
         flips[dataset] = any(isinstance(t, v2.RandomHorizontalFlip) for t in transforms)
     assert flips == {"ssv2": False, "ucf101": True}
 
@@ -345,10 +357,10 @@ def first_step(tmp_path, monkeypatch, *extra):
     with the adapters as they were at that step, the parsed arguments)."""
     import adapters
     seen = {}
-    build = runs.build_model
+    build = models.build_msta
 
-    def build_and_keep(args, device):
-        seen["model"], seen["args"] = build(args, device), args
+    def build_and_keep(*args, **kwargs):
+        seen["model"] = build(*args, **kwargs)
         return seen["model"]
 
     class KeepBatch(torch.utils.data.DataLoader):
@@ -369,7 +381,7 @@ def first_step(tmp_path, monkeypatch, *extra):
     def keep_videos(self, videos):
         seen.setdefault("videos", videos.detach().clone())
         return encode_video(self, videos)
-    monkeypatch.setattr(runs, "build_model", build_and_keep)
+    monkeypatch.setattr(models, "build_msta", build_and_keep)
     monkeypatch.setattr(torch.utils.data, "DataLoader", KeepBatch)
     monkeypatch.setattr(torch.amp, "GradScaler", KeepLoss)
     monkeypatch.setattr(adapters.MSTA, "encode_video", keep_videos)
@@ -407,7 +419,7 @@ def test_first_step_loss_is_ce_plus_alpha_cc_of_that_batch(tmp_path, monkeypatch
     assert videos.shape[0] == len(labels) == 8
     with open(os.path.join(ROOT, "descriptions", "synthetic.json")) as f:
         table = json.load(f)
-    classes = list(data.SYNTHETIC_CLASSES)
+    classes = list(synthetic.SYNTHETIC_CLASSES)
     spatial = description_means(model, [table[c]["spatial"][:num] for c in classes])
     temporal = description_means(model, [table[c]["temporal"][:num] for c in classes])
     with torch.no_grad():
@@ -438,7 +450,8 @@ def test_paper_settings_are_the_defaults():
 def test_learning_rate_warms_up_then_decays_to_min_lr():
     """The schedule's shape (warm-up from low, then a decay that ends at --min-lr); its exact values are timm's."""
     args = train.parse_args(["--dataset", "ucf101", "--shots", "4", "--epochs", "10", "--warmup-epochs", "2"])
-    lrs = [train.lr_at(step, args, 10) for step in range(100)]  # 10 steps an epoch
+    lrs = [train.lr_at(step, 10, args.lr, args.min_lr, args.epochs, args.warmup_epochs)  # 10 steps an epoch
+           for step in range(100)]
     assert lrs[0] < 0.2 * args.lr  # warm-up starts low
     assert all(a < b for a, b in zip(lrs[:19], lrs[1:20]))  # rises through the warm-up (steps 0-19)
     assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))  # then only decreases

@@ -291,7 +291,7 @@ def test_benchmark_viclip_row_flops_equal_torch_counter(tmp_path, monkeypatch):
             step()
     finally:
         torch.set_num_threads(threads)
-    from flops import mm
+    from bench.flops import mm
     logits = 3 * mm(facts["batch"], 64, facts["classes"])  # left out of the count, as for CLIP's rows
     assert abs(counter.get_total_flops() - facts["flops"] - logits) <= 1e-6 * facts["flops"]
     assert facts["trainable_params"] > 0 and facts["frames"] == 8

@@ -1,6 +1,6 @@
 """benchmark.py's data rows: reading video and feeding the training step, per worker core and as train.py loads.
 
-  data     data.read_frames on the 8 test-sampled frames of a 10-s 340x256 30-fps video (written here with PyAV)
+  data     decode.read_frames on the 8 test-sampled frames of a 10-s 340x256 30-fps video (written here with PyAV)
            against decoding every frame; then clips per CPU-second of one pinned single-threaded process (one
            DataLoader worker's core) for (a) reading plus the whole training transform, (b) the same on the
            video's prepare.py copy, (c) (b) with the photometric half deferred to the training device, and the
@@ -18,8 +18,10 @@ import time
 
 import torch
 
-import prepare
-from bench_measure import sync, timed
+from bench.measure import sync, timed
+from video import decode, sequential
+from video import transforms
+from video import batches
 
 DATA_TARGETS = dict(speedup=3.0, decoded=0.25)  # loader: (c) / (a) clips/s at least, (b) / (a) pictures at most
 # The source video (seconds, width, height) and the training resolution: ViT-B/16's, and --quick's tiny one.
@@ -97,14 +99,14 @@ def data_worker(name, args):
         path = os.path.join(tmp, "original", "video.mp4")
         os.makedirs(os.path.dirname(path))
         codec = write_video(path, seconds, width, height)
-        length = data.video_length(path)
-        indices = data.sample_indices(length, T, train=False)  # the single-view test's segment centres
-        reader = sys.modules.get(data.read_frames.__module__)  # video.py counts the pictures it decodes
+        length = decode.video_length(path)
+        indices = decode.sample_indices(length, T, train=False)  # the single-view test's segment centres
+        reader = sys.modules.get(decode.read_frames.__module__)  # video.py counts the pictures it decodes
         before = getattr(reader, "decoded_frames", None)
-        if not torch.equal(data.read_frames(path, indices), decode_everything(path, indices)):
-            raise RuntimeError("data.read_frames differs from a full decode at the same indices")
+        if not torch.equal(decode.read_frames(path, indices), decode_everything(path, indices)):
+            raise RuntimeError("decode.read_frames differs from a full decode at the same indices")
         decoded = None if before is None else reader.decoded_frames - before
-        sparse = timed(lambda: data.read_frames(path, indices), 1, reps, cpu)
+        sparse = timed(lambda: decode.read_frames(path, indices), 1, reps, cpu)
         full = timed(lambda: decode_everything(path, indices), 1, reps, cpu)
         decode_only = timed(lambda: decode_everything(path, indices, convert_all=False), 1, reps, cpu)
         # The training pipeline for one clip through data.py's public API, per worker core:
@@ -112,7 +114,7 @@ def data_worker(name, args):
         # the photometric half deferred to the training device (the worker returns uint8 + its draws).
         prepared = os.path.join(tmp, "prepared", "video.mp4")
         os.makedirs(os.path.dirname(prepared))
-        prepare.encode_mp4(path, prepared, 256, prepare.GOP, prepare.CRF)
+        sequential.encode_mp4(path, prepared, 256, sequential.GOP, sequential.CRF)
         items = 2 if args.quick else 20
         pipelines = {key: pipeline_rate(data, os.path.dirname(p), T, size["resolution"], defer, items)
                      for key, p, defer in (("a", path, False), ("b", prepared, False), ("c", prepared, True))}
@@ -124,7 +126,7 @@ def data_worker(name, args):
                 sparse_decoded_frames=decoded, full_decode_s=f, full_times_s=full, sparse_speedup=f / s,
                 full_decode_convert_wanted_s=statistics.median(decode_only),
                 pipeline_s=a["s"], pipeline_times_s=a["times_s"], pipeline_clips_per_s=a["clips_per_s"],
-                pipelines=pipelines, prepared_gop=prepare.GOP, prepared_keyframes=prepared_keyframes,
+                pipelines=pipelines, prepared_gop=sequential.GOP, prepared_keyframes=prepared_keyframes,
                 cores=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                 resolution=size["resolution"], threads=torch.get_num_threads())
 
@@ -145,21 +147,21 @@ def pipeline_rate(data, folder, T, resolution, defer, items):
     augmentation), item k seeded with k, so every pipeline reads the same frames. CPU time of this process (all
     its threads, FFmpeg's included) is what a worker core pays per clip, and other load on the machine does not
     inflate it (the wall times are kept too)."""
-    import video  # noqa: PLC0415 (the decoded-picture counter)
+    from video import decode  # noqa: PLC0415 (the decoded-picture counter)
 
     dataset = one_video_list(data, folder, T, resolution, defer)
-    data.seed_everything(0)
+    batches.seed_everything(0)
     dataset[0]  # warm-up: file cache, codec set-up
-    times, wall, before = [], [], video.decoded_frames
+    times, wall, before = [], [], decode.decoded_frames
     for k in range(items):
-        data.seed_everything(k)
+        batches.seed_everything(k)
         t0, w0 = time.process_time(), time.perf_counter()
         dataset[0]
         times.append(time.process_time() - t0)
         wall.append(time.perf_counter() - w0)
     p = statistics.median(times)
     return dict(s=p, times_s=times, clips_per_s=1 / p, wall_s=statistics.median(wall), wall_times_s=wall,
-                decoded_per_clip=(video.decoded_frames - before) / items,
+                decoded_per_clip=(decode.decoded_frames - before) / items,
                 photometric="training device" if defer else "worker")
 
 
@@ -170,17 +172,17 @@ def loader_worker(name, args):
     the loader's own time per batch (where waiting is likeliest), the share of the time the step waits for
     data at prefetch 2, 4 and 8 batches per worker."""
     import data  # noqa: PLC0415
-    import batches  # noqa: PLC0415
+    from video import batches  # noqa: PLC0415
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size, T = VIDEO[args.quick], args.frames
-    workers = 1 if args.quick else data.default_workers()
+    workers = 1 if args.quick else batches.default_workers()
     B, timed_batches = (2, 3) if args.quick else (32 if device.type == "cuda" else 8, 12)
     with tempfile.TemporaryDirectory() as tmp:
         src, folder = os.path.join(tmp, "src.mp4"), os.path.join(tmp, "prepared")
         os.makedirs(folder)
         write_video(src, *size["video"])
-        prepare.encode_mp4(src, os.path.join(folder, "video.mp4"), 256, prepare.GOP, prepare.CRF)
+        sequential.encode_mp4(src, os.path.join(folder, "video.mp4"), 256, sequential.GOP, sequential.CRF)
         n = B * (timed_batches + 2 * workers + 2)  # every item the same video, as train.py's datasets defer
         dataset = data.VideoDataset("loader", [(os.path.join(folder, "video.mp4"), 0)] * n, ["video"], T, True,
                                     size["resolution"], defer_photometric=True)
@@ -197,7 +199,7 @@ def loader_worker(name, args):
                 w0 = time.perf_counter()
                 (clips, params), _ = next(it)
                 waited += time.perf_counter() - w0  # the step could not start: no batch was ready
-                videos = data.photometric(clips.to(device, non_blocking=True), params)
+                videos = transforms.photometric(clips.to(device, non_blocking=True), params)
                 sync(device)
                 n += len(videos)
                 time.sleep(step_s)  # the training step: the GPU works while the workers decode
@@ -239,7 +241,7 @@ def report(results, train):
     if "sparse_s" in d:
         out += ["", f"5. data: {d['seconds']} s {d['width']}x{d['height']} {d['fps']} fps {d['codec']} video, "
                     f"{d['frames']} frames, {d['keyframes']} keyframe(s); {len(d['indices'])} test-sampled frames",
-                f"   sparse read (data.read_frames)  {1e3 * d['sparse_s']:8.1f} ms"
+                f"   sparse read (decode.read_frames)  {1e3 * d['sparse_s']:8.1f} ms"
                 + (f"  ({d['sparse_decoded_frames']} pictures decoded)" if d["sparse_decoded_frames"] else ""),
                 f"   decode every frame, all to RGB  {1e3 * d['full_decode_s']:8.1f} ms  -> sparse is "
                 f"{d['sparse_speedup']:.2f}x faster",

@@ -4,18 +4,16 @@ Every random draw of an item (frame offsets, crops, flips, colour jitter) is see
 an item is the same whichever loader worker or process reads it, and differs from one epoch to the next. That is
 what makes train.py's --resume exact and an N-GPU run equal to a one-GPU run step for step. The augmentation
 follows the recipe of "Efficient Transfer Learning for Video-language Foundation Models" (CVPR 2025), Sec. 4.1,
-through data.py and transforms.py.
+through data.py and video/transforms.py. Also the loader's worker count and the seeding of an item's draws.
 
 Shape legend: B videos, T frames.
 """
 import os
+import random
 
 import torch
 
-import data
-import runs
-
-PREFETCH = 4  # batches each loader worker keeps ready (torch's default is 2); measured: see README "Performance"
+PREFETCH = 4  # batches each loader worker keeps ready (torch's default is 2); measured: docs/performance.md
 # The final test's loader: the bytes of test batches on the host at once (those the workers hold ready, the one
 # being pinned and the one being read) stay within TEST_BUDGET, and what travels through shared memory within
 # SHM_SHARE of /dev/shm's free space. Test views are uint8 (transforms.TestTransform(uint8=True)), normalised on the
@@ -64,8 +62,9 @@ def is_shm_exhaustion(error):
 def test_loader_plan(item_bytes, batch_size, workers, budget=TEST_BUDGET, shm=None):
     """(videos per batch, workers, prefetch per worker) for a test loader of items of item_bytes each: at most
     (workers x prefetch + 2) batches on the host, within `budget` (per process), and workers x prefetch + 1
-    batches in shared memory, within this process's shm_room of `shm` free bytes (default: /dev/shm's). The batch is halved when even one worker
-    would not fit (the scores do not depend on it); SharedMemoryError when one video does not."""
+    batches in shared memory, within this process's shm_room of `shm` free bytes (default: /dev/shm's). The
+    batch is halved when even one worker would not fit (the scores do not depend on it); SharedMemoryError when
+    one video does not."""
     if workers == 0:  # the main process loads: nothing in shared memory, one batch at a time
         return batch_size, 0, None
     shm = shm_free() if shm is None else shm
@@ -81,34 +80,23 @@ def test_loader_plan(item_bytes, batch_size, workers, budget=TEST_BUDGET, shm=No
     return batch, workers, max(1, min(TEST_PREFETCH, slots // workers))
 
 
-def training_set(args, resolution, mean=data.CLIP_MEAN, std=data.CLIP_STD):
-    """The protocol's training videos, at the model's resolution and pixel normalisation. Flips for every dataset
-    but SSv2, whose labels say left and right, also when SSv2 comes as list files (data.py cannot tell from the
-    lists). Workers return uint8 clips and their photometric draws; the photometric half (with mean/std) runs
-    batched on the training device (train.py's loop)."""
-    return data.build_dataset(runs.reader(args), args.data_root, args.protocol, args.split, shots=args.shots,
-                              seed=args.seed, num_frames=args.frames, train=True, resolution=resolution,
-                              flip=args.dataset != "ssv2", mean=mean, std=std, defer_photometric=True,
-                              **runs.lists(args))
-
-
-def loader(train_set, args, rank, world, device):
-    """(sampler, loader) of this process's share of every global batch; set sampler.epoch before each epoch."""
-    sampler = GlobalBatches(len(train_set), args.batch_size, args.seed, rank, world)
-    workers, prefetch = args.workers, PREFETCH
+def loader(train_set, batch_size, seed, workers, rank, world, pin_memory):
+    """(sampler, loader) of this process's share of every global batch of `batch_size` videos; set sampler.epoch
+    before each epoch. The workers' batches ahead stay within /dev/shm (fit_shared_memory)."""
+    sampler = GlobalBatches(len(train_set), batch_size, seed, rank, world)
+    prefetch = PREFETCH
     if workers and getattr(train_set, "item_bytes", None):  # within /dev/shm, as the final test's loader
         workers, prefetch = fit_shared_memory(train_set.item_bytes * sampler.local, workers, PREFETCH)
     # Persistent workers: no worker start-up (and dataset copy) at every epoch. PREFETCH: see its comment.
     return sampler, torch.utils.data.DataLoader(
-        SeededItems(train_set, args.seed), batch_sampler=sampler, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-        prefetch_factor=prefetch if workers > 0 else None)
+        SeededItems(train_set, seed), batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
+        persistent_workers=workers > 0, prefetch_factor=prefetch if workers > 0 else None)
 
 
 def fit_shared_memory(batch_bytes, workers, prefetch, shm=None):
     """(workers, prefetch) whose batches in shared memory, workers x prefetch + 1 (the one being read), fit this
-    process's shm_room of /dev/shm's free bytes: fewer batches ahead first, then fewer workers (the items are seeded, so
-    the result does not change); SharedMemoryError when not even one worker's batch fits."""
+    process's shm_room of /dev/shm's free bytes: fewer batches ahead first, then fewer workers (the items are
+    seeded, so the result does not change); SharedMemoryError when not even one worker's batch fits."""
     shm = shm_free() if shm is None else shm
     if shm is None:
         return workers, prefetch
@@ -155,5 +143,27 @@ class SeededItems(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         epoch, i = key
-        data.seed_everything(hash((self.seed, epoch, i)) % 2**31)
+        seed_everything(hash((self.seed, epoch, i)) % 2**31)
         return self.dataset[i]
+
+
+def seed_everything(seed):
+    """Seed every random draw an item makes: frame offsets, crop, flip and colour jitter all come from torch's
+    generator (the stand-ins for broken videos are chosen from the item index alone)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+
+
+def usable_cores():
+    """CPUs this process may run on (its affinity mask: a container's or a scheduler's share, which taskset
+    narrows too, rather than the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity mask
+        return os.cpu_count() or 1
+
+
+def default_workers():
+    """Loader worker processes: the cores this process may use, shared between the processes torchrun starts per
+    node (harness/runs.choose_threads then gives the model what the workers leave)."""
+    return max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))

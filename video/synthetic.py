@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from video import CLIP_MEAN, CLIP_STD, no_photometric
+from video.transforms import CLIP_MEAN, CLIP_STD, no_photometric
 
 
 # Classes 2k and 2k+1 are time-reversed twins: one is the other's random motion played backwards, with start

@@ -3,8 +3,7 @@
 One-line user errors (UsageError, CheckpointError) and the argument parser that prints them; the run folder (what
 it holds, never written over by accident); the log, and a training run's progress (Meter: the numbers over all
 processes, the ETA); the thread rule; autocast; reading and atomically writing checkpoints; results.json /
-results.md; and loading the backbone plus MSTA's adapters (Sec. 3 of "Efficient Transfer Learning for
-Video-language Foundation Models", CVPR 2025, lives in adapters.py; this only builds it).
+results.md; a backbone's name as a part of a run folder's name. Functions here take plain values.
 """
 import argparse
 import json
@@ -18,14 +17,10 @@ import traceback
 import torch
 import torch.distributed as dist
 
-import adapters
 import clip
-import data
-import report
-import viclip
+from harness import report
+from video import batches
 
-DATASETS = ("ucf101", "hmdb51", "k400", "k600", "ssv2", "synthetic", "folder")  # --dataset's choices
-PROTOCOL_NAMES = ("few-shot", "base2novel", "zero-shot", "full")  # --protocol's choices (train.PROTOCOLS: settings)
 # What a run folder holds; a folder holding any of these is a run, and is never written over by accident.
 RUN_FILES = ("checkpoint.pt", "results.json", "results.md", "log.txt", "history.csv", "curves.png")
 
@@ -139,7 +134,7 @@ def choose_threads(workers, requested=None):
         return requested
     if os.environ.get("OMP_NUM_THREADS"):  # the user (or a job scheduler) already chose: keep torch's reading
         return torch.get_num_threads()
-    cores = max(1, data.usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    cores = max(1, batches.usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     reserved = workers if torch.cuda.is_available() else min(workers, cores // 2)
     threads = max(1, cores - reserved)
     torch.set_num_threads(threads)
@@ -322,35 +317,15 @@ def write_results(folder, results, log=None):
         log("\n".join(lines))
 
 
-def result_record(args, results, extra=None):
+def result_record(results, dataset, protocol, shots, split, seed, epochs, recipe=None, extra=None):
     """The flat fields every results.json carries, plus the rows and summary."""
-    record = dict(dataset=args.dataset, protocol=args.protocol, shots=args.shots, split=args.split,
-                  seed=args.seed, epochs=args.epochs, recipe=getattr(args, "recipe", None), views=results["views"],
-                  **results["summary"])
+    record = dict(dataset=dataset, protocol=protocol, shots=shots, split=split, seed=seed, epochs=epochs,
+                  recipe=recipe, views=results["views"], **results["summary"])
     record.update(rows=results["rows"], summary=results["summary"], **(extra or {}))
     return record
 
 
-# ------------------------------------------------------------------------------------ backbone, data lists
-def load_backbone(name):
-    """The frozen backbone for --clip: ViCLIP (viclip.py) for its names, random-ViCLIP-* and files holding ViCLIP's
-    tensor names; otherwise OpenAI CLIP (clip.py): its names, random-* and its checkpoint files."""
-    if viclip.handles(name):
-        return viclip.load(name)[0]
-    return clip.build_random(name) if name.startswith("random-") else clip.load(name)[0]
-
-
-def build_model(args, device):
-    """The backbone (pretrained, or random for offline demos) plus MSTA adapters, on `device`."""
-    model = load_backbone(args.clip)
-    torch.manual_seed(args.seed)  # adapter initialisation: the same on every rank and on resume
-    try:
-        return adapters.MSTA(model.to(device), num_frames=args.frames, rank=args.rank, blocks=tuple(args.blocks),
-                             scale=args.scale, temporal=args.temporal)
-    except ValueError as e:  # e.g. --blocks 8-12 on a 4-block model
-        raise UsageError(f"{e} (--clip {args.clip})") from None
-
-
+# ---------------------------------------------------------------------------------------- run names
 def backbone_tag(name):
     """A CLIP name or checkpoint path as a folder-name part: "ViT-B/16" -> "ViT-B-16", "/x/clip_small.pt" ->
     "clip_small"."""
@@ -359,21 +334,8 @@ def backbone_tag(name):
     return name.replace("/", "-").replace("@", "-")
 
 
-def reader(args, name=None):
-    """data.py's reader: "list" when published list files were given, else the dataset itself."""
-    return "list" if getattr(args, "train_list", None) or getattr(args, "test_list", None) else name or args.dataset
-
-
-def lists(args):
-    """The list-file arguments for the "list" reader (none for the official layouts)."""
-    keys = ("train_list", "test_list", "labels_csv", "novel_list", "novel_labels_csv")
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None)} if reader(args) == "list" else {}
-
-
 # ---- a training run's progress: the numbers over all processes, the progress line and its ETA
 ETA_AFTER = 3  # steps of warm-up the ETA leaves out
-
-
 METER_EVERY = 20  # steps between reads of the meter's sums (one host-device sync and, under torchrun, one all-reduce)
 
 
@@ -384,10 +346,10 @@ class Meter:
     reading a number from the GPU waits for it, and an all-reduce per step adds a collective, so a step of the
     loop makes neither. Reads fall on the same steps of each epoch, so a resumed run sums exactly as a whole one."""
 
-    def __init__(self, args, steps_per_epoch, start_epoch, device, distributed, log, world=1, every=None):
-        self.args, self.device, self.distributed, self.log = args, device, distributed, log
+    def __init__(self, epochs, steps_per_epoch, start_epoch, device, distributed, log, world=1, every=None):
+        self.epochs, self.device, self.distributed, self.log = epochs, device, distributed, log
         self.world, self.every = world, every or METER_EVERY
-        self.total_steps, self.t_start = args.epochs * steps_per_epoch, time.time()
+        self.total_steps, self.t_start = epochs * steps_per_epoch, time.time()
         # The ETA is timed from the ETA_AFTER-th step of this process on: the first steps include start-up (loader
         # workers, allocator, first-touch of the weights) and made a 2-minute run's first ETA 7:32.
         self.eta_after = start_epoch * steps_per_epoch + min(ETA_AFTER, self.total_steps - 1)
@@ -427,7 +389,7 @@ class Meter:
                 self.eta_from = (time.time(), step)
             eta = "--:--" if self.eta_from is None or step == self.eta_from[1] else hms(
                 (time.time() - self.eta_from[0]) / (step - self.eta_from[1]) * (self.total_steps - step))
-            self.log.progress(f"epoch {self.epoch + 1}/{self.args.epochs} step {step}/{self.total_steps} loss "
+            self.log.progress(f"epoch {self.epoch + 1}/{self.epochs} step {step}/{self.total_steps} loss "
                               f"{self.loss_sum / self.seen:.4f} lr {lr:.2e} "
                               f"{self.seen / (time.time() - self.t_epoch):.1f} clips/s ETA {eta}")
         return loss_sum / seen

@@ -10,8 +10,8 @@ import math
 import torch
 import torch.distributed as dist
 
-import data
-import runs
+from harness import runs
+from video import transforms
 
 
 class OutOfMemory(runs.UsageError):
@@ -35,13 +35,13 @@ def choose_micro_batch(value, local, device, fits):
 def worst_draws(n):
     """Photometric draws (n, PHOTOMETRIC_PARAMS) that run every operation on every clip, jitter and grayscale:
     the augmentation's largest temporaries, for the trial."""
-    params = data.no_photometric().repeat(n, 1)
+    params = transforms.no_photometric().repeat(n, 1)
     params[:, 0], params[:, 9] = 1, 1
     return params
 
 
-def trial_fits(step_fn, msta, optimizer, shape, tokens, autocast, device, local, mean=data.CLIP_MEAN,
-               std=data.CLIP_STD, margin=0.9):
+def trial_fits(step_fn, msta, optimizer, shape, tokens, autocast, device, local, mean=transforms.CLIP_MEAN,
+               std=transforms.CLIP_STD, margin=0.9):
     """fits(m) for choose_micro_batch: whether a real step in micro-batches of m videos fits the memory that is
     FREE on the GPU now (mem_get_info()[0]: other processes and this one's weights already hold the rest).
 
@@ -61,7 +61,7 @@ def trial_fits(step_fn, msta, optimizer, shape, tokens, autocast, device, local,
         held, free = torch.cuda.memory_allocated(device), torch.cuda.mem_get_info(device)[0]
         try:
             clips = torch.zeros(local, *shape, dtype=torch.uint8, device=device)
-            videos = data.photometric(clips, worst_draws(local), mean, std)          # (local, T, 3, H, W) float
+            videos = transforms.photometric(clips, worst_draws(local), mean, std)          # (local, T, 3, H, W) float
             with autocast:
                 text = msta.encode_text(tokens)
                 logits = step_fn(videos[:m], text)
@@ -76,16 +76,16 @@ def trial_fits(step_fn, msta, optimizer, shape, tokens, autocast, device, local,
     return fits
 
 
-def micro_batch(args, step_fn, model, optimizer, tokens, autocast, device, distributed, world, log):
-    """The micro-batch size, found once before the first step; logged when it splits the batch. step_fn: the
-    step's module without DDP (train.TrainStep), called as step_fn(videos, text_features)."""
-    local = args.batch_size // world
+def micro_batch(requested, local, frames, step_fn, model, optimizer, tokens, autocast, device, distributed, log):
+    """The micro-batch size for `local` videos per process (--micro-batch: None, a number, or "auto"), found once
+    before the first step; logged when it splits the batch. step_fn: the step's module without DDP
+    (train.TrainStep), called as step_fn(videos, text_features)."""
     # The trials run on this process alone (no DDP: no collective); then every process takes the smallest found.
     resolution = model.clip.visual.input_resolution
-    micro = choose_micro_batch(args.micro_batch or local, local, device, trial_fits(
-        step_fn, model, optimizer, (args.frames, 3, resolution, resolution), tokens, autocast, device, local,
-        getattr(model.clip, "mean", data.CLIP_MEAN), getattr(model.clip, "std", data.CLIP_STD)))
-    if distributed and args.micro_batch == "auto":
+    micro = choose_micro_batch(requested or local, local, device, trial_fits(
+        step_fn, model, optimizer, (frames, 3, resolution, resolution), tokens, autocast, device, local,
+        getattr(model.clip, "mean", transforms.CLIP_MEAN), getattr(model.clip, "std", transforms.CLIP_STD)))
+    if distributed and requested == "auto":
         found = torch.tensor([micro], device=device)
         dist.all_reduce(found, op=dist.ReduceOp.MIN)
         micro = int(found)
@@ -95,7 +95,7 @@ def micro_batch(args, step_fn, model, optimizer, tokens, autocast, device, distr
     return micro
 
 
-def out_of_memory_advice(args, micro, local, precision, checkpointing, half="bf16"):
+def out_of_memory_advice(micro, local, precision, checkpointing, half="bf16"):
     """The one line train.py ends with when CUDA runs out of memory: the settings that ran out, and the options
     that use less memory for the same result (all of them keep the global batch). half: the 16-bit precision the
     card computes natively (precision.half(): bf16 from sm80, fp16 below), the one to advise instead of fp32."""

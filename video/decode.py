@@ -33,10 +33,6 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-# data.py takes the clip transforms (transforms.py) through this file, with the reading interface.
-from transforms import (CLIP_MEAN, CLIP_STD, PHOTOMETRIC_PARAMS, TestTransform, WorkerTransform,  # noqa: F401
-                        no_photometric, photometric, train_transform)
-
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp", ".ogv")
 FRAME_FILE = re.compile(r"img_(\d+)\.jpe?g$", re.IGNORECASE)  # the TSN / mmaction frame-folder naming
 

@@ -7,14 +7,14 @@ them (its header names the commit it was made from): 14,084, 13,978 and 14,136 v
 
 A download keeps each video under train/, val/ (or validate/) or test/, flat or in class folders, as
 <youtube id>_<start:06d>_<end:06d>.mp4; a video is looked up by the list's relative path first, then by its file
-name anywhere under the root (layouts._Finder), with the case kept (YouTube ids differ by case alone). A video the
+name anywhere under the root (layouts.Finder), with the case kept (YouTube ids differ by case alone). A video the
 download lacks is counted and reported as missing, never replaced by another.
 """
 import functools
 import gzip
 import os
 
-import layouts
+from video import layouts
 
 LISTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "k600_zero_shot.txt.gz")
 SPLITS = (1, 2, 3)
@@ -41,7 +41,7 @@ def zero_shot(root, split):
     if split not in SPLITS:
         raise layouts.DatasetError(f"Kinetics-600 zero-shot has test sets 1, 2 and 3, not {split!r}")
     if not os.path.isdir(root):
-        layouts._fail("kinetics600", root, "the folder does not exist")
-    videos = layouts._finder(root)  # the whole download: train/, val/ and test/ all hold listed videos
+        layouts.fail("kinetics600", root, "the folder does not exist")
+    videos = layouts.finder(root)  # the whole download: train/, val/ and test/ all hold listed videos
     items = [(videos.find(stem, fold_case=False), label) for stem, label in published()[split]]
     return list(layouts.protocol_facts()["kinetics600"]["zero_shot"][split - 1]), items, videos

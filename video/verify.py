@@ -4,7 +4,7 @@ run spends GPU hours, count what a protocol's lists expect against what is on di
 Lists: the official layout's train and test parts of each split (UCF101, HMDB51: splits 1-3, or --split), the
 train and validation parts (Kinetics, SSv2), the three published zero-shot test sets (Kinetics-600, see
 kinetics600_lists.py), or the list files given (--train-list, --test-list, --novel-list). Each listed video is
-decoded to its last frame in --workers processes with prepare.py's check (empty, no video stream, undecodable,
+decoded to its last frame in --workers processes with the check of sequential.py (prepare.py's) (empty, no video stream, undecodable,
 or truncated: fewer than 95% of the frames its container announces decode). Results are cached per file (path,
 size, modification time) in --cache, so a second run decodes only what changed. The report (missing and
 undecodable videos, expected vs found per list) goes to --report; exit status 0 when everything is there and
@@ -18,46 +18,47 @@ import os
 import sys
 import time
 
-import data
-import layouts
+from video import batches
+from video import layouts
+from video import sequential  # prepare.py's sequential decode and its completeness check (95% of the announced frames)
+from video import decode
 
 
 def expected_lists(dataset, root, protocol=None, split=None, lists=None):
     """[(list name, [(path or None, label)], [what each line names, or None])] for what the protocol (all of
     them when None) reads; the names say which video is missing where the list spells it (list files, K600)."""
-    name = layouts._canonical(dataset, layouts.DATASETS)
+    name = layouts.canonical(dataset, layouts.DATASET_ALIASES)
     if lists:
         out = []
         for part, key in (("train", "train_list"), ("test", "test_list"), ("novel test", "novel_list")):
             if lists.get(key):
                 given = {**lists, "test_list": lists[key]} if key == "novel_list" else lists
-                items = layouts._read("list", root, 1, "train" if part == "train" else "test", given)[1]
+                items = layouts.read_part("list", root, 1, "train" if part == "train" else "test", given)[1]
                 out.append((f"{part} {lists[key]}", items, [line.rsplit(None, 1)[0]
-                                                            for line in layouts._lines(lists[key])]))
+                                                            for line in layouts.list_lines(lists[key])]))
         return out
     if name == "kinetics600" and protocol in (None, "zero-shot"):
-        import kinetics600_lists
-        return [(f"zero-shot test set {s}", kinetics600_lists.zero_shot(root, s)[1],
-                 [stem for stem, _ in kinetics600_lists.published()[s]])
-                for s in ([split] if split else kinetics600_lists.SPLITS)]
+        from video import kinetics600
+        return [(f"zero-shot test set {s}", kinetics600.zero_shot(root, s)[1],
+                 [stem for stem, _ in kinetics600.published()[s]])
+                for s in ([split] if split else kinetics600.SPLITS)]
     official = name in ("ucf101", "hmdb51")
     splits = ([split] if split else [1, 2, 3]) if official else [split or 1]
-    return [(f"{part} split {s}" if official else part, layouts._read(name, root, s, part, {})[1], None)
+    return [(f"{part} split {s}" if official else part, layouts.read_part(name, root, s, part, {})[1], None)
             for s in splits for part in ("train", "test")]
 
 
 def check(path):
     """(path, None) when the video decodes whole, else (path, why)."""
-    import prepare  # its completeness check (95% of the announced frames) is the one verify applies
     try:
         if os.path.isdir(path):  # a frame folder
-            with data.open_video(path) as video:
+            with decode.open_video(path) as video:
                 video.read([0, video.length - 1])
         else:
-            for _ in prepare.decoded_frames(path, short_side=1 << 20):  # no resize: the size is kept
+            for _ in sequential.decoded_frames(path, short_side=1 << 20):  # no resize: the size is kept
                 pass
         return path, None
-    except (data.VideoError, OSError, ValueError) as e:
+    except (decode.VideoError, OSError, ValueError) as e:
         return path, str(e) or type(e).__name__
 
 
@@ -113,7 +114,7 @@ def verify(dataset, root, protocol=None, split=None, lists=None, workers=None, c
     """Check, write the report, return (exit status, report text)."""
     expected = expected_lists(dataset, root, protocol, split, lists)
     paths = sorted({p for _, items, _ in expected for p, _ in items if p is not None})
-    bad = decode_all(paths, workers or data.default_workers(), cache or default_cache(root), log)
+    bad = decode_all(paths, workers or batches.default_workers(), cache or default_cache(root), log)
     lines, problems = [f"verify {dataset} at {root}" + (f", {protocol}" if protocol else "")
                           + (f", split {split}" if split else ""), ""], 0
     for name, items, _ in expected:
@@ -161,6 +162,6 @@ def main(argv=None):
     report = a.report or os.path.join("runs", f"verify-{a.dataset}.txt")
     try:
         return verify(a.dataset, a.data_root, a.protocol, a.split, lists, a.workers, a.cache, report)[0]
-    except data.DatasetError as e:
+    except layouts.DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ every trainable parameter + what a step holds whatever its batch (the class text
 clips' activations + RESERVE for the CUDA context and the allocator's slack; it fits a GPU of G GB if that is at
 most G. Micro-batches change the memory, not the result (train.py --micro-batch).
 """
-import bench_data
+from bench import loading
 
 VIEWS = (5, 3)  # UCF101's test views, clips x crops (evaluate.VIEWS): 15 views per video
 DESCRIPTIONS = 2  # of each kind (spatial, temporal) per class, train.py's --num-descriptions default
@@ -150,7 +150,7 @@ def table(results):
         out += ["", f"4. memory: activations of one clip, what a step holds whatever its batch (fixed), the global "
                     f"batch of {GLOBAL_BATCH}, and the largest micro-batch that fits each GPU (weights + "
                     f"gradients and AdamW state + fixed + micro-batch x per clip + {RESERVE:.0f} GB reserve)"] + mem
-    out += bench_data.report(results, rows)
+    out += loading.report(results, rows)
     out += ["", "target checks:"]
     out += [f"{'PASS' if c['passed'] else 'MISS' if c['passed'] is False else 'N/A '}  {c['text']}"
             for c in results["targets"]]
