@@ -1,9 +1,10 @@
 """Fitting a training step into GPU memory: the micro-batch size, and the line train.py stops with when CUDA runs out.
 
 train.py splits each optimiser step of --batch-size videos into micro-batches (train.accumulate_step: the same
-gradients as one pass). --micro-batch auto picks the largest that fits, once, before the first step, by a trial
-forward and backward; when a step still runs out of memory, out_of_memory_advice names the options that use less
-for the same result. The measured memory per clip, and which options fit which GPU: docs/performance.md.
+gradients as one pass). --micro-batch auto picks the largest that fits the GPU's free memory, once, before the
+first step, by a trial that holds what a real step holds; when a step still runs out of memory,
+out_of_memory_advice names the options that use less for the same result. The measured memory per clip, and
+which options fit which GPU: docs/performance.md.
 """
 import math
 
