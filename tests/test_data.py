@@ -1,6 +1,6 @@
-"""Tests for data.py and video.py: exact sparse decoding, official layouts, protocol splits, broken videos, and the
-synthetic motion set. Every video is written here with PyAV; nothing is downloaded. The published ViFi-CLIP split
-files in ../shared/reference (beside the repository) are compared against when present."""
+"""Tests for data.py and video/decode.py: exact sparse decoding, official layouts, protocol splits, broken videos, and
+the synthetic motion set. Every video is written here with PyAV; nothing is downloaded. The published ViFi-CLIP
+split files in ../shared/reference (beside the repository) are compared against when present."""
 import csv
 import logging
 import os
