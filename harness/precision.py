@@ -25,7 +25,12 @@ class PrecisionError(ValueError):
 
 def native_bf16():
     """Does this process's GPU compute bf16 in hardware? False without CUDA and on emulating cards."""
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if not torch.cuda.is_available():
+        return False
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without the argument: the rule it implements, compute capability 8.0 or newer
+        return torch.version.hip is not None or torch.cuda.get_device_capability()[0] >= 8
 
 
 def card():
@@ -54,7 +59,9 @@ def choose(requested, cuda):
 
 def tf32_supported():
     """Does this GPU have TF32 tensor cores? torch.cuda.is_tf32_supported: the cards with native bf16."""
-    return torch.cuda.is_available() and torch.cuda.is_tf32_supported()
+    if not torch.cuda.is_available():
+        return False
+    return torch.cuda.is_tf32_supported() if hasattr(torch.cuda, "is_tf32_supported") else native_bf16()
 
 
 def set_tf32(on):
