@@ -261,7 +261,7 @@ def trained(tmp_path_factory):
     return out
 
 
-def test_evaluate_under_torchrun_shards_gathers_and_rank0_writes(trained, tmp_path):
+def test_evaluate_under_torchrun_shards_gathers_and_rank0_writes(trained, tmp_path, monkeypatch, capsys):
     one = evaluate.main(["--checkpoint", str(trained), "--workers", "0", "--output", str(tmp_path / "one")])
     two = torchrun(["evaluate.py", "--checkpoint", str(trained), "--workers", "0", "--output",
                     str(tmp_path / "two")], 29531)
@@ -269,8 +269,10 @@ def test_evaluate_under_torchrun_shards_gathers_and_rank0_writes(trained, tmp_pa
     got = json.loads((tmp_path / "two" / "results.json").read_text())
     assert got["top1"] == pytest.approx(one["summary"]["top1"]) and got["rows"][0]["videos"] == 128
     assert two.stdout.count("evaluate.py: 1 run(s)") == 1 and "x 2 processes" in two.stdout  # rank 0 alone logs
-    refused = torchrun(["evaluate.py", "--checkpoint", str(trained), "--video", "x.mp4"], 29532)
-    assert refused.returncode != 0 and "runs in one process" in refused.stderr
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun starts it: --video is refused before any process group
+    with pytest.raises(SystemExit) as e:
+        evaluate.run(["--checkpoint", str(trained), "--video", "x.mp4"])
+    assert e.value.code == 2 and "runs in one process" in capsys.readouterr().err
 
 
 def ddp_check(mode, tmp_path, port, *argv):
