@@ -5,6 +5,7 @@ shared-memory budget, --micro-batch auto against free memory, evaluate.py under 
 with the checkpoint on rank 0 only, and a failing rank's one line (tests/ddp_checks.py under torchrun)."""
 import json
 import os
+import socket
 import subprocess
 import sys
 import types
@@ -247,10 +248,17 @@ def test_auto_micro_batch_is_measured_against_free_memory(monkeypatch):
 
 
 # ------------------------------------------------------------------------------ torchrun, two processes
-def torchrun(args, port, env=None, timeout=300):
+def free_port():
+    """A port nobody listens on now (fixed ports collide with other test runs on the same machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args, port=None, env=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           f"--master_port={port}", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+                           f"--master_port={port or free_port()}", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +272,7 @@ def trained(tmp_path_factory):
 def test_evaluate_under_torchrun_shards_gathers_and_rank0_writes(trained, tmp_path, monkeypatch, capsys):
     one = evaluate.main(["--checkpoint", str(trained), "--workers", "0", "--output", str(tmp_path / "one")])
     two = torchrun(["evaluate.py", "--checkpoint", str(trained), "--workers", "0", "--output",
-                    str(tmp_path / "two")], 29531)
+                    str(tmp_path / "two")])
     assert two.returncode == 0, two.stderr[-3000:]
     got = json.loads((tmp_path / "two" / "results.json").read_text())
     assert got["top1"] == pytest.approx(one["summary"]["top1"]) and got["rows"][0]["videos"] == 128
@@ -275,8 +283,8 @@ def test_evaluate_under_torchrun_shards_gathers_and_rank0_writes(trained, tmp_pa
     assert e.value.code == 2 and "runs in one process" in capsys.readouterr().err
 
 
-def ddp_check(mode, tmp_path, port, *argv):
-    return torchrun([os.path.join(ROOT, "tests", "ddp_checks.py"), mode, str(tmp_path), *argv], port,
+def ddp_check(mode, tmp_path, *argv):
+    return torchrun([os.path.join(ROOT, "tests", "ddp_checks.py"), mode, str(tmp_path), *argv],
                     env={"PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]),
                          "TMPDIR": str(tmp_path)})
 
@@ -284,7 +292,7 @@ def ddp_check(mode, tmp_path, port, *argv):
 def test_two_processes_count_collectives_per_step(tmp_path):
     """With micro-batches of 2 (two passes per step on each process): no buffer broadcast, one gradient all-reduce
     per DDP bucket in the step's last backward only, and the meter's all-reduce only on the steps that read it."""
-    out = ddp_check("count", tmp_path, 29533, *TINY, "--epochs", "2", "--eval-every", "0", "--micro-batch", "2",
+    out = ddp_check("count", tmp_path, *TINY, "--epochs", "2", "--eval-every", "0", "--micro-batch", "2",
                     "--clips", "1", "--crops", "1", "--output", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr[-3000:]
     for rank in (0, 1):
@@ -302,11 +310,11 @@ def test_resume_reads_the_checkpoint_on_rank_0_only(tmp_path):
     """Rank 1 cannot read checkpoints (as on a machine without the run folder): --resume still continues, and
     ends where an uninterrupted two-process run ends."""
     common = [*TINY, "--epochs", "2", "--eval-every", "0", "--clips", "1", "--crops", "1"]
-    whole = torchrun(["train.py", *common, "--output", str(tmp_path / "whole")], 29534)
+    whole = torchrun(["train.py", *common, "--output", str(tmp_path / "whole")])
     assert whole.returncode == 0, whole.stderr[-3000:]
-    cut = ddp_check("train", tmp_path, 29535, *common, "--max-steps", "6", "--output", str(tmp_path / "cut"))
+    cut = ddp_check("train", tmp_path, *common, "--max-steps", "6", "--output", str(tmp_path / "cut"))
     assert cut.returncode == 0, cut.stderr[-3000:]
-    resumed = ddp_check("resume", tmp_path, 29536, *common, "--resume", "--output", str(tmp_path / "cut"))
+    resumed = ddp_check("resume", tmp_path, *common, "--resume", "--output", str(tmp_path / "cut"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["adapters"]
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["adapters"]
@@ -315,7 +323,7 @@ def test_resume_reads_the_checkpoint_on_rank_0_only(tmp_path):
 
 
 def test_a_failing_rank_prints_one_line_and_the_other_stops(tmp_path):
-    out = ddp_check("fail", tmp_path, 29537, *TINY, "--epochs", "2", "--eval-every", "0",
+    out = ddp_check("fail", tmp_path, *TINY, "--epochs", "2", "--eval-every", "0",
                     "--output", str(tmp_path / "run"))
     assert out.returncode != 0
     err = {r: (tmp_path / f"stderr{r}.txt").read_text().strip().splitlines() for r in (0, 1)}
