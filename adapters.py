@@ -233,6 +233,7 @@ class MSTA(nn.Module):
         # Initialised on the CPU, then moved: the same seed gives the same adapters on every device.
         self.adapters.to(clip_model.logit_scale.device)
         self._text_cache = {}  # key -> (x (C, L, D), mask (L, L)): the text prefix, see text_prefix()
+        self._text_seen = None  # (tokens, version, autocast state, key) of the last lookup, see text_prefix()
 
     def reset_parameters(self):
         """MMA's initialisation: Kaiming-normal (fan_out, relu) weights and zero biases; the temporal position
@@ -282,11 +283,19 @@ class MSTA(nn.Module):
         It depends only on the tokens, and the class-name tokens are the same every step, so it is cached. The
         key is the tokens' content (not their address, which a new tensor may reuse) plus device and autocast
         state, so different tokens, devices or precisions never share an entry. Few label sets are in use at
-        once (train, base, novel), so the 8 newest entries are kept.
+        once (train, base, novel), so the 8 newest entries are kept. Reading the content of tokens on a GPU
+        waits for the GPU, so the tensor that was last looked up is remembered with its version counter (bumped by
+        any in-place change): the same unchanged tensor, as a training loop passes every step, finds its entry
+        without reading the tokens.
         """
         device = tokens.device.type
-        key = (str(tokens.device), torch.is_autocast_enabled(device), torch.get_autocast_dtype(device),
-               tuple(tokens.shape), tuple(tokens.flatten().tolist()))
+        state = (str(tokens.device), torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        seen = self._text_seen
+        if seen and seen[0] is tokens and seen[1] == tokens._version and seen[2] == state \
+                and seen[3] in self._text_cache:
+            return self._text_cache[seen[3]]
+        key = (*state, tuple(tokens.shape), tuple(tokens.flatten().tolist()))
+        self._text_seen = (tokens, tokens._version, state, key)  # holds the tensor: its id stays its own
         if key not in self._text_cache:
             with torch.no_grad():
                 x, mask = self.clip.text_embed(tokens)  # (C, L, D), mask (L, L) for a causal text tower

@@ -47,6 +47,7 @@ import adapters
 from bench import loading
 import clip
 import losses
+from harness import precision as arithmetic
 import train
 import viclip
 from bench.measure import OtherLoad, StepProbe, ceiling, machine, native_bf16, timed
@@ -194,8 +195,9 @@ def setup(args, row=None):
         # Tiny ops gain nothing from a second thread, and a CPU shared with other jobs makes OpenMP threads wait
         # for each other at every op (tests then take minutes instead of seconds).
         torch.set_num_threads(1)
-    precision = (row or {}).get("precision") or args.precision or ("bf16" if device.type == "cuda" else "fp32")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    # As train.py: bf16 only on a GPU that computes it natively, fp16 (loss-scaled) on older ones (precision.py).
+    precision = (row or {}).get("precision") or arithmetic.choose(args.precision, device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=arithmetic.DTYPES[precision], enabled=precision != "fp32")
     batch = args.batch or (32 if device.type == "cuda" else 2)
     return device, precision, autocast, batch
 
@@ -283,8 +285,8 @@ def build_train_step(name, args):
             row["backbone"]])
     params = [p for p in net.parameters() if p.requires_grad]
     # train.py's optimiser; its state is created by the first (warm-up) step.
-    optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=1e-3)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=1e-3, fused=True)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # train.py's, for fp16
     step_fn = train.TrainStep(net)
     if row.get("compiled"):
         step_fn = torch.compile(step_fn)
@@ -299,7 +301,8 @@ def build_train_step(name, args):
                 targets = tuple(description_features(net, per_class(x, C)) for x in (spatial, temporal))
         loss, _ = train.accumulate_step(step_fn, net, videos, labels, prompts, targets, 1.0, row.get("micro") or B,
                                         autocast, scaler)
-        optimizer.step()
+        scaler.step(optimizer)  # optimizer.step(), unscaled first under fp16
+        scaler.update()
         return loss
 
     def vit_step():  # the reference: image encoder forward + backward, every weight trainable, no optimiser
@@ -365,7 +368,7 @@ def memory_worker(name, args):
         p.grad = torch.zeros_like(p)
     rows = []
     for precision in precisions_run(args, device):
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+        autocast = torch.autocast(device.type, dtype=arithmetic.DTYPES[precision], enabled=precision != "fp32")
         with autocast:
             net.text_prefix(prompts)  # the cached prefix, as every step after train.py's first finds it
         for checkpointing in (False, True):
@@ -389,7 +392,7 @@ def memory_worker(name, args):
 
 def precisions_run(args, device):
     """The precisions the memory rows measure: the run's, and bf16 where the device computes it natively."""
-    main = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    main = arithmetic.choose(args.precision, device.type == "cuda")
     return [main] + (["bf16"] if main != "bf16" and native_bf16(device)[0] else [])
 
 
@@ -446,8 +449,9 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first, at least 1 (default: CPU 1, GPU 3)")
     p.add_argument("--batch", type=int, default=None, help="videos per step (default: CPU 2, GPU 32)")
     p.add_argument("--frames", type=int, default=8, help="frames per video T (default: 8)")
-    p.add_argument("--precision", default=None, choices=("bf16", "fp32"),
-                   help="autocast dtype of the steps (default as train.py: bf16 on a GPU, fp32 on the CPU)")
+    p.add_argument("--precision", default=None, choices=arithmetic.PRECISIONS,
+                   help="autocast dtype of the steps (default as train.py: bf16 on a GPU with native bf16, fp16 on "
+                   "an older GPU, fp32 on the CPU)")
     p.add_argument("--all", action="store_true", help="on a CPU, also the ablation rows and the 15-view inference "
                    "(a GPU and --quick run them)")
     p.add_argument("--compile", action="store_true", help="also the torch.compile row")

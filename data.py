@@ -67,8 +67,12 @@ class VideoDataset(Dataset):
                  missing=0, mean=CLIP_MEAN, std=CLIP_STD, defer_photometric=False, jitter="clip"):
         self.name, self.items, self.classnames, self.missing = name, items, list(classnames), missing
         self.num_frames, self.train, self.views = num_frames, train, (1, 1) if train else tuple(views)
-        if not train:
-            self.transform = TestTransform(resolution, self.views[1], mean, std)
+        self.mean, self.std = mean, std  # what a deferred (uint8) item is normalised with, on the device
+        # One item's bytes as the loader's workers hand it over: what the test loader's budget counts (batches.py).
+        self.item_bytes = self.views[0] * self.views[1] * num_frames * 3 * resolution ** 2 * (
+            1 if defer_photometric else 4)
+        if not train:  # deferred: uint8 views, normalised on the device (evaluate.py, transforms.normalize)
+            self.transform = TestTransform(resolution, self.views[1], mean, std, uint8=defer_photometric)
         elif defer_photometric:  # the worker returns (uint8 clip, photometric params), see video.WorkerTransform
             self.transform = WorkerTransform(resolution, flip, per_frame=jitter == "frame")
         else:
@@ -143,7 +147,8 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
     jitter: colour jitter drawn once per "clip" (this project's default) or per "frame" (ViFi-CLIP's pipeline).
     class_text: "words" or "as-written", how label CSVs, classInd.txt and class folders become class-name text
     (video/layouts.py).
-    defer_photometric: training items are (uint8 clip, photometric params) for transforms.photometric on the batch.
+    defer_photometric: training items are (uint8 clip, photometric params) for transforms.photometric on the batch;
+    test items are uint8 views, for transforms.normalize on the device (evaluate.py).
     lists: train_list=, test_list=, labels_csv= for name="list" (paths relative to root); for base2novel also
     novel_list=, novel_labels_csv=, the novel test set with its own label list. ViFi-CLIP publishes exactly these:
     fs_base_s{1,2,3}_train.txt (the three seeds' 16-shot draws, used as they are: no shots are drawn from a list
@@ -168,7 +173,7 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
             lists = dict(lists, test_list=lists.get("novel_list"), labels_csv=lists.get("novel_labels_csv"))
     if name == "synthetic":
         return SyntheticMotion(shots, seed, num_frames, train, resolution, views, half, mean, std,
-                               defer_photometric=defer_photometric and train)
+                               defer_photometric=defer_photometric)
     if protocol == "zero-shot" and not train and name == "kinetics600":
         from video import kinetics600  # the published test sets, resolved wherever the download holds each video
         classes, items, videos = kinetics600.zero_shot(root, split)

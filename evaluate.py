@@ -31,6 +31,7 @@ import data
 import models
 import prompts
 from harness import compare, report, runs, settings
+from harness import precision as arithmetic  # the module; `precision` is the --precision value below
 from video import batches, decode, layouts, transforms
 
 # Test views (temporal clips x spatial crops) per dataset, as the paper and ViFi-CLIP test. A folder of the
@@ -95,16 +96,22 @@ def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, 
         tokens = prompts.class_tokens(dataset.classnames, getattr(model.clip, "context_length", 77), template)
         text = model.encode_text(tokens.to(device))  # (C, E): once per label set
     sampler = Shard(len(dataset), rank, world)
+    prefetch = None
+    if getattr(dataset, "item_bytes", None):  # host memory: the batches in flight within batches.TEST_BUDGET
+        batch_size, workers, prefetch = batches.test_loader_plan(dataset.item_bytes, batch_size, workers)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                         prefetch_factor=prefetch, pin_memory=device.type == "cuda",
                                          collate_fn=collate_readable)
     scores, labels, scored, t0 = [], [], [], time.time()  # scored: the dataset indices of the rows of scores
     V = 1  # views per video, known once a batch is read
-    for i, (videos, y, readable) in enumerate(loader):
+    for i, (videos, y, readable) in enumerate(shm_checked(loader)):
         batch = sampler.indices[i * batch_size:i * batch_size + len(readable)]  # in order: no shuffling
         scored += [index for index, ok in zip(batch, readable.tolist()) if ok]
         if videos is None:
             continue  # nothing readable in this batch
         videos = videos.to(device, non_blocking=True)
+        if videos.dtype == torch.uint8:  # the loader's uint8 views, normalised here as training's clips are
+            videos = transforms.normalize(videos, dataset.mean, dataset.std)
         if videos.dim() == 5:
             videos = videos.unsqueeze(1)                                  # (B, T, 3, H, W) -> (B, 1, T, 3, H, W)
         B, V = videos.shape[:2]
@@ -134,6 +141,16 @@ def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, 
     if keep:  # the summed softmaxes / V: the mean over views of each view's probabilities, ranked as scored
         result["predictions"] = report.predictions(dataset, scored, scores / V, top5, labels)
     return result
+
+
+def shm_checked(loader):
+    """Iterate a loader; shared memory running out (a worker's bus error, a full /dev/shm) becomes one line."""
+    try:
+        yield from loader
+    except RuntimeError as e:
+        if not batches.is_shm_exhaustion(e):
+            raise
+        raise batches.SharedMemoryError(batches.shm_advice(None, batches.shm_free())) from None
 
 
 def dataset_name(dataset):
@@ -175,7 +192,7 @@ def run_protocol(model, device, protocol, dataset, reader, root, lists, split, s
                                       resolution=model.clip.visual.input_resolution,
                                       mean=getattr(model.clip, "mean", transforms.CLIP_MEAN),  # CLIP's unless it says
                                       std=getattr(model.clip, "std", transforms.CLIP_STD), class_text=class_text,
-                                      **lists)
+                                      defer_photometric=True, **lists)  # uint8 views, normalised on the device
         result = evaluate(model, test_set, device, precision, batch_size, workers, log, keep=final, template=template)
         if final:
             predictions.append(result.pop("predictions"))
@@ -232,8 +249,10 @@ def parse_args(argv=None):
     p.add_argument("--protocol", default=None, choices=tuple(settings.PROTOCOLS), help="default: the checkpoint's "
                    "(full "
                    "for --zero-shot-clip); zero-shot tests ucf101 / hmdb51 / k600 on their 3 splits")
-    p.add_argument("--precision", default=None, choices=("bf16", "fp16", "fp32"),
-                   help="default: bf16 on a GPU, fp32 on the CPU")
+    p.add_argument("--precision", default=None, choices=arithmetic.PRECISIONS,
+                   help="default: bf16 on a GPU that computes it natively (sm80+), fp16 on older GPUs, fp32 on the CPU")
+    p.add_argument("--tf32", default="on", choices=("on", "off"), help="TF32 tensor cores for fp32 matmuls and "
+                   "convolutions on GPUs that have them (sm80+)")
     p.add_argument("--split", type=int, default=None, choices=(1, 2, 3), help="official split (default: the "
                    "checkpoint's)")
     p.add_argument("--shots", type=runs.at_least(1), default=None, help="default: the checkpoint's")
@@ -294,7 +313,10 @@ def run_args(a, ckpt_args, device):
                          f"{args.dataset}")
     if args.protocol == "base2novel" and args.dataset == "folder":
         raise runs.UsageError("--protocol base2novel needs published base classes; a folder dataset has none")
-    args.precision = a.precision or ("bf16" if device.type == "cuda" else "fp32")
+    try:  # by what the card computes natively (precision.py): bf16 from sm80, fp16 below, fp32 on the CPU
+        args.precision = arithmetic.choose(a.precision, device.type == "cuda")
+    except arithmetic.PrecisionError as e:
+        raise runs.UsageError(str(e)) from None
     args.workers, args.eval_batch_size = a.workers, a.batch_size
     return args
 
@@ -311,7 +333,7 @@ def classify(model, classnames, paths, device, frames, views, precision="fp32", 
     reader_ = data.VideoDataset("video", [], classnames, frames, train=False,
                                 resolution=model.clip.visual.input_resolution, views=views,
                                 mean=getattr(model.clip, "mean", transforms.CLIP_MEAN),
-                                std=getattr(model.clip, "std", transforms.CLIP_STD))
+                                std=getattr(model.clip, "std", transforms.CLIP_STD), defer_photometric=True)
     failed = []
     for path in paths:
         try:
@@ -321,6 +343,7 @@ def classify(model, classnames, paths, device, frames, views, precision="fp32", 
             failed.append(path)
             continue
         video = video.reshape(-1, *video.shape[-4:]).to(device)   # (T, 3, r, r) or (V, T, 3, r, r) -> (V, T, 3, r, r)
+        video = transforms.normalize(video, reader_.mean, reader_.std)  # uint8 -> float, on the device
         with runs.autocast_for(device, precision):
             feats = model.encode_video(video)                                            # (V, E)
         probs = model.logits(feats, text).float().softmax(-1).mean(0)                    # (V, C) -> (C,)
@@ -344,9 +367,15 @@ def trained_msta(args, ckpt, device):
 
 def main(argv=None):
     a = parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and (a.compare is not None or a.video is not None):
+        raise runs.UsageError(f"{'--compare' if a.compare is not None else '--video'} runs in one process: "
+                              "start it with python, not torchrun")
     if a.compare is not None:
         return compare.main(a.compare, a.compare_output, a.overwrite)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # Under torchrun: every rank on its own GPU scores its shard of each test set (evaluate(), Shard), the scores
+    # are gathered, and rank 0 alone writes the results.
+    distributed, rank, world, device = runs.processes()
+    arithmetic.set_tf32(a.tf32 == "on")
     if a.video is not None:
         missing = [v for v in a.video if not os.path.exists(v)]
         if missing:
@@ -366,7 +395,7 @@ def main(argv=None):
             data.class_names(reader, args.data_root, **lists)
     args = plans[0][0]
     threads = runs.choose_threads(a.workers, a.threads)
-    log = runs.Logger()
+    log = runs.Logger(quiet=rank != 0)
     if a.video is not None:
         # The class names the run trained on (saved in its arguments); with --dataset, or from an older
         # checkpoint, the dataset's, read from its root.
@@ -392,7 +421,9 @@ def main(argv=None):
         output = os.path.join("runs", f"{tag}-mean-of-{len(a.checkpoint)}")
     output = a.output or output
     runs.check_output(output, overwrite=a.overwrite, files=("results.json", "results.md"))
-    log(f"evaluate.py: {len(plans)} run(s) on {tag}, {device.type}, {threads} thread(s)")
+    log(f"evaluate.py: {len(plans)} run(s) on {tag}, {device.type}"
+        f"{f' x {world} processes' if distributed else ''}, {threads} thread(s)")
+    log(arithmetic.describe(args.precision, a.tf32, device.type == "cuda"))
     rows, predictions = [], []
     for args, ckpt in plans:
         if ckpt is None:
@@ -411,6 +442,10 @@ def main(argv=None):
     args = plans[0][0]
     results = dict(rows=rows, summary=summarize(args.protocol, rows), views=result["views"],
                    predictions=predictions)
+    if distributed:
+        dist.destroy_process_group()
+        if rank != 0:  # every rank holds the gathered results; rank 0 alone writes them
+            return results
     runs.write_results(output, runs.result_record(
         results, args.dataset, args.protocol, args.shots, args.split, args.seed, args.epochs,
         getattr(args, "recipe", None), dict(checkpoints=a.checkpoint, zero_shot_clip=a.zero_shot_clip,
@@ -425,13 +460,17 @@ def main(argv=None):
 def run(argv=None):
     try:
         main(argv)
-    except (runs.UsageError, runs.CheckpointError, data.DatasetError, clip.CLIPError, compare.CompareError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except (runs.UsageError, runs.CheckpointError, data.DatasetError, clip.CLIPError, compare.CompareError,
+            batches.SharedMemoryError) as e:
+        runs.exit(str(e), 2)
     except KeyboardInterrupt:
         print("\ninterrupted: nothing was written (results are written at the end of an evaluation)",
               file=sys.stderr)
         sys.exit(130)
+    except Exception as e:  # anything else on a rank: one line, and the other ranks stop (runs.exit)
+        if batches.is_shm_exhaustion(e):
+            runs.exit(batches.shm_advice(None, batches.shm_free()), 2)
+        runs.exit(f"{runs.failure_line(e)}; nothing was written", 1)
 
 
 if __name__ == "__main__":

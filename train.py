@@ -18,6 +18,7 @@ Shape legend: B videos, T frames, C classes, K descriptions per class, L text le
 """
 import argparse
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -36,10 +37,15 @@ import losses
 import models
 import prompts
 import weights
-from harness import curves, memory, recipe, report, runs, settings
+from harness import curves, memory, precision, recipe, report, runs, settings
 from video import batches, layouts, transforms
 
 UsageError = runs.UsageError  # a problem the user can fix from the command line: one line, exit status 2
+# DDP's switch for buffer broadcasts before each forward: forward_sync_buffers from torch 2.13, which deprecates
+# broadcast_buffers (torch/nn/parallel/distributed.py); requirements.txt allows torch >= 2.4.
+NO_BUFFER_SYNC = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                  inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+                  else {"broadcast_buffers": False})
 _INTERRUPTED = "interrupted before anything was written"  # what Ctrl-C says; main() updates it as the run goes
 
 
@@ -125,17 +131,9 @@ def lr_at(step, steps_per_epoch, lr, min_lr, epochs, warmup_epochs):
 # ------------------------------------------------------------------------------------------- around the loop
 def setup_processes(batch_size):
     """(distributed, rank, world, device): torchrun's process group, or one process; its GPU, else the CPU."""
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    distributed, rank, world, device = runs.processes()
     if batch_size % world:
         raise UsageError(f"--batch-size {batch_size} is not divisible by the {world} processes")
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     return distributed, rank, world, device
 
 
@@ -218,10 +216,12 @@ def main(argv=None):
     reader, lists = settings.data_source(args)  # "list" and the list files, or the dataset's own layout
     # ---- setup: processes, device, checks (nothing is written before the arguments and the data pass) ---------
     distributed, rank, world, device = setup_processes(args.batch_size)
+    precision.set_tf32(args.tf32 == "on")  # fp32 matmuls/convolutions on TF32 tensor cores (sm80+), see precision.py
     ckpt_path = os.path.join(args.output, "checkpoint.pt")
     runs.check_output(args.output, resume=args.resume, overwrite=args.overwrite)
-    if args.resume and not os.path.exists(ckpt_path):
-        raise UsageError(f"--resume: no checkpoint at {ckpt_path}")
+    # --resume: rank 0 reads the checkpoint and sends it to the others, so machines without a shared filesystem
+    # resume too; a missing or unreadable one is the same one-line error on every rank.
+    ckpt = runs.broadcast_checkpoint(ckpt_path, distributed, rank) if args.resume else None
     if distributed:
         dist.barrier()  # every rank has checked the folder before rank 0 writes into it
     threads = runs.choose_threads(args.workers, args.threads)
@@ -229,6 +229,7 @@ def main(argv=None):
     log(f"train.py {shlex.join(argv)}", screen=False)
     log(json.dumps({k: v for k, v in vars(args).items() if k != "classnames"}), screen=False)  # every argument
     log(f"run folder: {args.output}  ({device.type}, {threads} torch thread(s), {args.workers} loader worker(s))")
+    log(precision.describe(args.precision, args.tf32, device.type == "cuda"))
 
     # ---- data (its layout is checked first: no model download before a missing dataset is reported) ----------
     data.class_names(reader, args.data_root, **lists)
@@ -277,17 +278,23 @@ def main(argv=None):
     model.checkpoint_blocks = args.grad_checkpointing
     step_fn = TrainStep(model)
     if distributed:
+        # No buffer broadcasts: the only buffers are the frozen backbone's constant attention masks, equal on every
+        # rank; DDP's default broadcasts them before every forward, micro-batches in no_sync() too
+        # (torch/nn/parallel/distributed.py, _pre_forward -> _sync_buffers). So the step's only collectives are
+        # the gradient all-reduce of its last backward (one per DDP bucket).
         step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=[device] if device.type == "cuda"
-                                                            else None)
+                                                            else None, **NO_BUFFER_SYNC)
     autocast = runs.autocast_for(device, args.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
 
     # ---- optimiser; resume ------------------------------------------------------------------------------------
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=args.weight_decay)
+    # fused: one kernel, its step counters on the device, so a step reads nothing back (the foreach version reads
+    # each counter with .item()), and GradScaler hands it the scale and inf flag without a sync (fp16).
+    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=args.weight_decay,
+                                  fused=True)
     start_epoch, step, history = 0, 0, []  # history: one row of numbers per epoch, kept in the checkpoint
-    if args.resume:
-        ckpt = runs.read_checkpoint(ckpt_path)
+    if ckpt is not None:
         model.load_trainable_state_dict(ckpt["adapters"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -305,7 +312,7 @@ def main(argv=None):
                 class_text=args.class_text, template=args.prompt)
 
     # ---- the loop ---------------------------------------------------------------------------------------------
-    meter = runs.Meter(args.epochs, len(sampler), start_epoch, device, distributed, log)
+    meter = runs.Meter(args.epochs, len(sampler), start_epoch, device, distributed, log, world)
     for epoch in range(start_epoch, args.epochs):
         model.train()
         sampler.epoch = epoch
@@ -320,12 +327,13 @@ def main(argv=None):
                 loss, logits = train_step(step_fn, optimizer, scaler, autocast, lr, videos, labels, tokens,
                                           targets, args.alpha, micro)
             except torch.cuda.OutOfMemoryError:  # one line, and the run folder as the last epoch left it
-                message = memory.out_of_memory_advice(micro, len(labels), args.precision, args.grad_checkpointing)
+                message = memory.out_of_memory_advice(micro, len(labels), args.precision, args.grad_checkpointing,
+                                                      precision.half())
                 log(f"stopped: {message}. {_INTERRUPTED}", screen=False)
                 raise memory.OutOfMemory(f"{message}. {_INTERRUPTED}") from None
             step += 1
-            step_loss = meter.update(step, loss, logits, labels, lr)
-            if board:
+            step_loss = meter.update(step, loss, logits, labels, lr)  # read every runs.METER_EVERY steps
+            if board and step_loss is not None:
                 board.step(step, step_loss, lr)
             if args.max_steps is not None and step >= args.max_steps:
                 log("stopping early at --max-steps (no checkpoint for this partial epoch)")
@@ -443,8 +451,12 @@ def parse_args(argv=None):
                    help="data loader processes (default: the CPU cores this process may use)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores this process may "
                    "use minus the loader workers' share; see runs.choose_threads)")
-    p.add_argument("--precision", default=None, choices=("bf16", "fp16", "fp32"),
-                   help="autocast dtype (default bf16 on a GPU, fp32 on the CPU)")
+    p.add_argument("--precision", default=None, choices=precision.PRECISIONS,
+                   help="autocast dtype (default: bf16 on a GPU that computes it natively, sm80 or newer; fp16 with "
+                   "loss scaling on older GPUs; fp32 on the CPU); the residual stream stays fp32")
+    p.add_argument("--tf32", default="on", choices=("on", "off"), help="TF32 tensor cores for fp32 matmuls and "
+                   "convolutions on GPUs that have them (sm80+); off: full fp32 (default: on, as the authors' torch "
+                   "1.11 had it)")
     p.add_argument("--micro-batch", default=None, help="videos per forward/backward pass on each process: "
                    "each optimiser step runs --batch-size as micro-batches and accumulates their gradients, "
                    "with the same result; a number, or auto: the largest that fits the GPU, found at start-up "
@@ -482,12 +494,15 @@ def run(argv=None):
     try:
         main(argv)
     except (UsageError, data.DatasetError, prompts.DescriptionError, runs.CheckpointError,
-            clip.CLIPError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+            clip.CLIPError, batches.SharedMemoryError) as e:
+        runs.exit(str(e), 2)
     except KeyboardInterrupt:
         print(f"\n{_INTERRUPTED}", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:  # anything else in a rank's step or test: one line, and the other ranks stop
+        if batches.is_shm_exhaustion(e):
+            runs.exit(f"{batches.shm_advice(None, batches.shm_free())}. {_INTERRUPTED}", 2)
+        runs.exit(f"{runs.failure_line(e)}. {_INTERRUPTED}", 1)
 
 
 if __name__ == "__main__":

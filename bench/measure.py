@@ -57,8 +57,9 @@ def native_bf16(device):
     forced = os.environ.get("BENCHMARK_NATIVE_BF16")
     if forced in ("0", "1"):
         return forced == "1", f"BENCHMARK_NATIVE_BF16={forced}"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(), "torch.cuda.is_bf16_supported()"
+    if device.type == "cuda":  # not emulation: True on a T4 too by default, which runs bf16 at fp32's speed
+        return (torch.cuda.is_bf16_supported(including_emulation=False),
+                "torch.cuda.is_bf16_supported(including_emulation=False)")
     if platform.machine().lower() in ("x86_64", "amd64", "i686", "x86"):
         flags = cpu_flags()
         found = sorted(flags & {"avx512_bf16", "amx_bf16"})

@@ -4,7 +4,8 @@
     msta = adapters.MSTA(OpenCLIPBackbone(model), num_frames=8, temporal="conv")
 
 Each part repeats open_clip's own forward (open_clip/transformer.py VisionTransformer._embeds and _pool, model.py
-CLIP.encode_text), so with zeroed adapters MSTA gives encode_image's frame mean and encode_text. open_clip's blocks
+CLIP.encode_text), so with zeroed adapters MSTA gives encode_image's frame mean and encode_text; one departure:
+under autocast the vision stream stays in the weights' dtype, as clip.py keeps it (vision_embed). open_clip's blocks
 already take attn_mask as a keyword and name their first LayerNorm ln_1. ViT towers pooled on the class token.
 """
 import torch
@@ -27,9 +28,12 @@ class OpenCLIPBackbone(torch.nn.Module):
 
     def vision_embed(self, images):  # (B, 3, H, W) -> (B, N, D); patch dropout is off in eval mode
         v = self.model.visual
-        x = v.conv1(images).flatten(2).transpose(1, 2)  # (B, D, grid, grid) -> (B, grid^2, D)
-        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (D,) -> (B, 1, D)
-        return v.ln_pre(torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype))
+        # The residual stream in the weights' dtype (fp32) also under autocast, as clip.py's: open_clip's own
+        # forward takes the convolution's dtype (bf16 under autocast), which rounds away most of lambda * A.
+        dtype = v.conv1.weight.dtype
+        x = v.conv1(images.to(dtype)).to(dtype).flatten(2).transpose(1, 2)  # (B, D, grid, grid) -> (B, grid^2, D)
+        cls = v.class_embedding.to(dtype).expand(x.shape[0], 1, -1)  # (D,) -> (B, 1, D)
+        return v.ln_pre(torch.cat([cls, x], dim=1) + v.positional_embedding.to(dtype))
 
     def vision_head(self, z):  # (B, N, D) -> (B, E): LayerNorm is per token, so ln_post of the class token alone
         return self.model.visual.ln_post(z[:, 0]) @ self.model.visual.proj

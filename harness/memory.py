@@ -1,14 +1,18 @@
 """Fitting a training step into GPU memory: the micro-batch size, and the line train.py stops with when CUDA runs out.
 
 train.py splits each optimiser step of --batch-size videos into micro-batches (train.accumulate_step: the same
-gradients as one pass). --micro-batch auto picks the largest that fits, once, before the first step, by a trial
-forward and backward; when a step still runs out of memory, out_of_memory_advice names the options that use less
-for the same result. The measured memory per clip, and which options fit which GPU: docs/performance.md.
+gradients as one pass). --micro-batch auto picks the largest that fits the GPU's free memory, once, before the
+first step, by a trial that holds what a real step holds; when a step still runs out of memory,
+out_of_memory_advice names the options that use less for the same result. The measured memory per clip, and
+which options fit which GPU: docs/performance.md.
 """
+import math
+
 import torch
 import torch.distributed as dist
 
 from harness import runs
+from video import transforms
 
 
 class OutOfMemory(runs.UsageError):
@@ -29,21 +33,42 @@ def choose_micro_batch(value, local, device, fits):
     return m
 
 
-def trial_fits(step_fn, msta, optimizer, shape, tokens, autocast, device, margin=0.9):
-    """fits(m) for choose_micro_batch: a forward and backward of m zero videos of shape (T, 3, H, W) with the
-    class features, then whether its peak memory plus AdamW's state (two fp32 copies of the adapters, made by
-    the first step) stays under `margin` of the GPU. Leaves no gradient and touches no adapter."""
-    state = 0 if optimizer.state else 2 * sum(p.numel() * 4 for p in msta.parameters() if p.requires_grad)
+def worst_draws(n):
+    """Photometric draws (n, PHOTOMETRIC_PARAMS) that run every operation on every clip, jitter and grayscale:
+    the augmentation's largest temporaries, for the trial."""
+    params = transforms.no_photometric().repeat(n, 1)
+    params[:, 0], params[:, 9] = 1, 1
+    return params
+
+
+def trial_fits(step_fn, msta, optimizer, shape, tokens, autocast, device, local, mean=transforms.CLIP_MEAN,
+               std=transforms.CLIP_STD, margin=0.9):
+    """fits(m) for choose_micro_batch: whether a real step in micro-batches of m videos fits the memory that is
+    FREE on the GPU now (mem_get_info()[0]: other processes and this one's weights already hold the rest).
+
+    The trial holds what a step holds: the process's whole batch of `local` uint8 clips (shape (T, 3, H, W) each)
+    on the device, the float batch the augmentation makes of it (photometric with every operation on, so its
+    temporaries are in the peak), the class features with autograd, and one micro-batch's forward and backward.
+    Added to its peak: AdamW's two fp32 moments of the adapters when the first step has not made them yet, and
+    the previous step's float batch, still alive while the next one is augmented. Leaves no gradient and touches
+    no adapter."""
+    trainable = sum(p.numel() * 4 for p in msta.parameters() if p.requires_grad)
+    floats = local * math.prod(shape) * 4
+    extra = (0 if optimizer.state else 2 * trainable) + floats
 
     def fits(m):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+        held, free = torch.cuda.memory_allocated(device), torch.cuda.mem_get_info(device)[0]
         try:
+            clips = torch.zeros(local, *shape, dtype=torch.uint8, device=device)
+            videos = transforms.photometric(clips, worst_draws(local), mean, std)          # (local, T, 3, H, W) float
             with autocast:
                 text = msta.encode_text(tokens)
-                logits = step_fn(torch.zeros(m, *shape, device=device), text)
+                logits = step_fn(videos[:m], text)
             logits.float().sum().backward()
-            ok = torch.cuda.max_memory_allocated(device) + state < margin * torch.cuda.mem_get_info(device)[1]
+            del clips, videos, text, logits
+            ok = torch.cuda.max_memory_allocated(device) - held + extra < margin * free
         except torch.cuda.OutOfMemoryError:
             ok = False
         optimizer.zero_grad(set_to_none=True)
@@ -59,7 +84,8 @@ def micro_batch(requested, local, frames, step_fn, model, optimizer, tokens, aut
     # The trials run on this process alone (no DDP: no collective); then every process takes the smallest found.
     resolution = model.clip.visual.input_resolution
     micro = choose_micro_batch(requested or local, local, device, trial_fits(
-        step_fn, model, optimizer, (frames, 3, resolution, resolution), tokens, autocast, device))
+        step_fn, model, optimizer, (frames, 3, resolution, resolution), tokens, autocast, device, local,
+        getattr(model.clip, "mean", transforms.CLIP_MEAN), getattr(model.clip, "std", transforms.CLIP_STD)))
     if distributed and requested == "auto":
         found = torch.tensor([micro], device=device)
         dist.all_reduce(found, op=dist.ReduceOp.MIN)
@@ -70,16 +96,17 @@ def micro_batch(requested, local, frames, step_fn, model, optimizer, tokens, aut
     return micro
 
 
-def out_of_memory_advice(micro, local, precision, checkpointing):
+def out_of_memory_advice(micro, local, precision, checkpointing, half="bf16"):
     """The one line train.py ends with when CUDA runs out of memory: the settings that ran out, and the options
-    that use less memory for the same result (all of them keep the global batch)."""
+    that use less memory for the same result (all of them keep the global batch). half: the 16-bit precision the
+    card computes natively (precision.half(): bf16 from sm80, fp16 below), the one to advise instead of fp32."""
     options = []
     if micro > 1:
         options.append(f"--micro-batch {micro // 2} (or auto: the largest that fits)")
     if not checkpointing:
         options.append("--grad-checkpointing")
     if precision == "fp32":
-        options.append("--precision bf16")
+        options.append(f"--precision {half}")
     ran = (f"micro-batches of {micro} of {local} videos per process, {precision}, "
            f"{'with' if checkpointing else 'no'} activation checkpointing")
     if not options:

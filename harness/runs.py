@@ -10,7 +10,10 @@ import argparse
 import json
 import os
 import sys
+import tempfile
+import threading
 import time
+import traceback
 
 import torch
 import torch.distributed as dist
@@ -141,6 +144,95 @@ def choose_threads(workers, requested=None):
     return threads
 
 
+def processes():
+    """(distributed, rank, world, device): torchrun's process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on
+    CPUs), each process on its own GPU (LOCAL_RANK); else one process, on the GPU or the CPU."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        watch_peers(dist.get_rank())
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return distributed, rank, world, device
+
+
+# ---- failures under torchrun: one line on the rank that failed, and the others stop at once
+FAILED = "msta/failed"  # the key a failing rank sets in torchrun's store (the process group's TCPStore)
+
+
+def watch_peers(rank, every=0.5):
+    """A daemon thread that ends this process with one line as soon as another rank has failed (exit()): without
+    it, the others would wait in their next collective until the launcher or NCCL's timeout stops them."""
+    store = dist.distributed_c10d._get_default_store()
+
+    def watch():
+        while True:
+            time.sleep(every)
+            try:
+                if not store.check([FAILED]):
+                    continue
+                message = store.get(FAILED).decode()
+            except Exception:  # the store is gone: the run is over
+                return
+            print(f"error: rank {rank} stopped: {message}", file=sys.stderr, flush=True)
+            os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="msta-watch-peers").start()
+
+
+def failure_line(error):
+    """One line for a failure nobody anticipated (a cuBLAS error, a bug): its type and first line, and where
+    its traceback was saved (the system's temporary folder)."""
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    fd, path = tempfile.mkstemp(prefix=f"msta-rank{rank}-", suffix=".traceback.txt")
+    with os.fdopen(fd, "w") as f:
+        traceback.print_exception(error, file=f)
+    first = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first} (traceback: {path})"
+
+
+def exit(message, status):
+    """End a command with `error: message` on stderr and `status`. Under torchrun this rank first tells the
+    others (watch_peers) and then leaves at once (os._exit: no destructor waits on a collective the others will
+    never join). When another rank failed first, its failure is the line: this one is its consequence (a peer's
+    closed connection)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(status)
+    rank = dist.get_rank()
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        if store.check([FAILED]):
+            message, status = f"stopped: {store.get(FAILED).decode()}", 1
+        else:
+            store.set(FAILED, f"rank {rank} failed: {message}")
+    except Exception:  # no store to tell: the launcher stops the others when this process ends
+        pass
+    print(f"error: rank {rank}: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(status)
+
+
+def broadcast_checkpoint(path, distributed, rank):
+    """read_checkpoint(path) on rank 0, sent to every other rank: --resume across machines needs the checkpoint
+    on the first machine only, where rank 0 wrote it. An unreadable one is the same one-line error on every rank."""
+    if not distributed:
+        return read_checkpoint(path)
+    box = [None]
+    if rank == 0:
+        try:
+            box = [read_checkpoint(path)]
+        except CheckpointError as e:
+            box = [e]
+    dist.broadcast_object_list(box, src=0)  # pickled tensors: on NCCL they travel via this rank's GPU
+    if isinstance(box[0], CheckpointError):
+        raise box[0]
+    return box[0]
+
+
 def autocast_for(device, precision):
     """torch.autocast for --precision; fp32 disables it. Adapters stay fp32 either way (autocast casts per op)."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
@@ -267,13 +359,19 @@ def backbone_tag(name):
 
 # ---- a training run's progress: the numbers over all processes, the progress line and its ETA
 ETA_AFTER = 3  # steps of warm-up the ETA leaves out
+METER_EVERY = 20  # steps between reads of the meter's sums (one host-device sync and, under torchrun, one all-reduce)
 
 
 class Meter:
-    """The epoch's loss, accuracy and speed over all processes, and the progress line with its ETA."""
+    """The epoch's loss, accuracy and speed over all processes, and the progress line with its ETA.
 
-    def __init__(self, epochs, steps_per_epoch, start_epoch, device, distributed, log):
+    The step's numbers are added on the device and read every `every` steps of an epoch and at its end (row()):
+    reading a number from the GPU waits for it, and an all-reduce per step adds a collective, so a step of the
+    loop makes neither. Reads fall on the same steps of each epoch, so a resumed run sums exactly as a whole one."""
+
+    def __init__(self, epochs, steps_per_epoch, start_epoch, device, distributed, log, world=1, every=None):
         self.epochs, self.device, self.distributed, self.log = epochs, device, distributed, log
+        self.world, self.every = world, every or METER_EVERY
         self.total_steps, self.t_start = epochs * steps_per_epoch, time.time()
         # The ETA is timed from the ETA_AFTER-th step of this process on: the first steps include start-up (loader
         # workers, allocator, first-touch of the weights) and made a 2-minute run's first ETA 7:32.
@@ -283,27 +381,45 @@ class Meter:
     def start(self, epoch):
         """A new epoch: its sums start from zero."""
         self.epoch, self.seen, self.loss_sum, self.correct, self.t_epoch = epoch, 0, 0.0, 0, time.time()
+        self.steps, self.unread, self.unread_seen = 0, torch.zeros(2, dtype=torch.float64, device=self.device), 0
 
     def update(self, step, loss, logits, labels, lr):
-        """Add one step's batch (summed over processes) and rewrite the progress line."""
-        # Log the global numbers: the mean over processes equals the one-process value.
-        stats = torch.tensor([loss.item() * len(labels), (logits.argmax(-1) == labels).sum().item(), len(labels)],
-                             dtype=torch.float64, device=self.device)
+        """Add one step's batch (this process's share) to the device sums; every `every` steps of the epoch read
+        them (summed over processes) and rewrite the progress line. Returns the mean loss over the global batches
+        since the last read when this step read them (for --tensorboard), else None."""
+        n = len(labels)
+        # (loss x videos, correct) of this process's batch, added on the device: no read, no collective.
+        self.unread += torch.stack([loss.detach().double() * n, (logits.argmax(-1) == labels).sum().double()])
+        self.unread_seen += n * self.world  # every process takes the same share of each global batch
+        self.steps += 1
+        if self.steps % self.every:
+            return None
+        return self.read(step, lr)
+
+    def read(self, step=None, lr=None):
+        """Fold the device sums into the epoch's: one all-reduce (under torchrun) and one read of two numbers."""
+        if not self.unread_seen:
+            return None
+        sums = self.unread
         if self.distributed:
-            dist.all_reduce(stats)
-        self.loss_sum, self.correct = self.loss_sum + stats[0].item(), self.correct + stats[1].item()
-        self.seen += stats[2].item()
-        if self.eta_from is None and step >= self.eta_after:
-            self.eta_from = (time.time(), step)
-        eta = "--:--" if self.eta_from is None or step == self.eta_from[1] else hms(
-            (time.time() - self.eta_from[0]) / (step - self.eta_from[1]) * (self.total_steps - step))
-        self.log.progress(f"epoch {self.epoch + 1}/{self.epochs} step {step}/{self.total_steps} loss "
-                          f"{self.loss_sum / self.seen:.4f} lr {lr:.2e} "
-                          f"{self.seen / (time.time() - self.t_epoch):.1f} clips/s ETA {eta}")
-        return stats[0].item() / stats[2].item()  # this step's loss over the global batch (for --tensorboard)
+            dist.all_reduce(sums)
+        loss_sum, correct = sums.tolist()
+        seen = self.unread_seen
+        self.loss_sum, self.correct, self.seen = self.loss_sum + loss_sum, self.correct + correct, self.seen + seen
+        self.unread, self.unread_seen = torch.zeros_like(sums), 0
+        if step is not None:
+            if self.eta_from is None and step >= self.eta_after:
+                self.eta_from = (time.time(), step)
+            eta = "--:--" if self.eta_from is None or step == self.eta_from[1] else hms(
+                (time.time() - self.eta_from[0]) / (step - self.eta_from[1]) * (self.total_steps - step))
+            self.log.progress(f"epoch {self.epoch + 1}/{self.epochs} step {step}/{self.total_steps} loss "
+                              f"{self.loss_sum / self.seen:.4f} lr {lr:.2e} "
+                              f"{self.seen / (time.time() - self.t_epoch):.1f} clips/s ETA {eta}")
+        return loss_sum / seen
 
     def row(self, lr):
-        """The epoch's row of history.csv (test numbers are added to it by the caller)."""
+        """The epoch's row of history.csv (test numbers are added to it by the caller), after the last read."""
+        self.read()
         seen = max(1, self.seen)
         return dict(epoch=self.epoch + 1, loss=self.loss_sum / seen, train_top1=100 * self.correct / seen, lr=lr,
                     clips_per_s=self.seen / (time.time() - self.t_epoch))

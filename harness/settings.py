@@ -13,6 +13,7 @@ import re
 
 import torch
 
+from harness import precision
 from harness import recipe
 from harness import runs
 from harness.runs import UsageError
@@ -48,7 +49,7 @@ TEXT_AND_DATA = ("prompt", "class_text", "flip", "jitter", "epoch_padding")
 NAME_EXTRAS = (("frames", "f"), ("epochs", "ep"), ("warmup_epochs", "warm"), ("batch_size", "bs"), ("lr", "lr"),
                ("min_lr", "minlr"), ("weight_decay", "wd"), ("scale", "scale"), ("alpha", "alpha"),
                ("num_descriptions", "desc"), ("precision", ""), ("class_text", "names-"), ("flip", "flip-"),
-               ("jitter", "jitter-"), ("epoch_padding", "pad"))
+               ("jitter", "jitter-"), ("epoch_padding", "pad"), ("tf32", "tf32"))
 
 
 def resolve(args):
@@ -123,8 +124,10 @@ def resolve(args):
         raise UsageError("--resume continues the run in the output folder, --overwrite replaces it: choose one")
     if args.data_root is None:
         args.data_root = os.path.join("data", args.dataset)
-    if args.precision is None:
-        args.precision = "bf16" if torch.cuda.is_available() else "fp32"
+    try:  # by what the card computes natively (precision.py): bf16 from sm80, fp16 below, fp32 on the CPU
+        args.precision = precision.choose(args.precision, torch.cuda.is_available())
+    except precision.PrecisionError as e:
+        raise UsageError(str(e)) from None
     if args.output is None:
         args.output = os.path.join("runs", run_name(args))
     if args.dataset == "folder" and not args.descriptions.endswith(".json"):

@@ -15,7 +15,7 @@ import torch
 import adapters
 import clip
 import losses
-from harness import memory
+from harness import memory, precision
 import train
 import viclip
 
@@ -248,6 +248,7 @@ def test_cuda_out_of_memory_is_one_line_and_keeps_the_run(tmp_path, monkeypatch,
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kwargs)
     monkeypatch.setattr(train, "accumulate_step", runs_out_in_epoch_2)
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)  # the advice as on an sm80+ card (test_gpu_path.py)
     with pytest.raises(SystemExit) as stop:
         train.run(train_args(out, "--micro-batch", "4"))
     assert stop.value.code == 2

@@ -14,16 +14,99 @@ import random
 import torch
 
 PREFETCH = 4  # batches each loader worker keeps ready (torch's default is 2); measured: docs/performance.md
+# The final test's loader: the bytes of test batches on the host at once (those the workers hold ready, the one
+# being pinned and the one being read) stay within TEST_BUDGET, and what travels through shared memory within
+# SHM_SHARE of /dev/shm's free space. Test views are uint8 (transforms.TestTransform(uint8=True)), normalised on the
+# device. HMDB51's 10 x 3 views of 8 frames at 224 px are 34.5 MiB a video: a batch of 8 is 276 MiB.
+TEST_BUDGET = 4 * 2**30
+SHM_SHARE = 0.5  # other processes (the training loader's workers, other jobs) share /dev/shm
+TEST_PREFETCH = 2  # torch's default; more buys nothing when the budget already bounds the workers
+
+
+class SharedMemoryError(Exception):
+    """/dev/shm too small for the loader: one line naming --shm-size (Docker's default is 64 MB), exit status 2."""
+
+
+def shm_free(path="/dev/shm"):
+    """Free bytes of the shared memory the loader's workers hand batches over in; None where there is no
+    /dev/shm (torch then uses another kind of shared memory, not bounded by a mount)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def shm_room(shm):
+    """The bytes of shared memory this process's loader may fill: SHM_SHARE of `shm` free bytes, divided among the
+    processes torchrun starts on this machine (LOCAL_WORLD_SIZE), which share one /dev/shm; None: unbounded."""
+    return None if shm is None else shm * SHM_SHARE / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def shm_advice(needed, free):
+    """The one line for a loader that does not fit shared memory."""
+    have = "" if free is None else f", {free / 2**20:.0f} MiB free"
+    what = (f"needs {needed / 2**20:.0f} MiB of shared memory (/dev/shm{have})" if needed else
+            f"ran out of shared memory (/dev/shm{have})")
+    return (f"the data loader {what}: in a container, start it with a larger --shm-size (e.g. docker run "
+            "--shm-size=16g; Docker's default is 64 MB), or pass --workers 0 (slower: the main process decodes)")
+
+
+def is_shm_exhaustion(error):
+    """Did a DataLoader fail because shared memory ran out? (torch's messages: a worker killed by a bus error,
+    or a write to a /torch_* shared-memory file with no space left.)"""
+    text = str(error)
+    return "shared memory" in text or "Bus error" in text or ("/torch_" in text and "No space" in text)
+
+
+def test_loader_plan(item_bytes, batch_size, workers, budget=TEST_BUDGET, shm=None):
+    """(videos per batch, workers, prefetch per worker) for a test loader of items of item_bytes each: at most
+    (workers x prefetch + 2) batches on the host, within `budget` (per process), and workers x prefetch + 1
+    batches in shared memory, within this process's shm_room of `shm` free bytes (default: /dev/shm's). The
+    batch is halved when even one worker would not fit (the scores do not depend on it); SharedMemoryError when
+    one video does not."""
+    if workers == 0:  # the main process loads: nothing in shared memory, one batch at a time
+        return batch_size, 0, None
+    shm = shm_free() if shm is None else shm
+    room = float("inf") if shm is None else shm_room(shm)
+    batch = batch_size
+    while batch > 1 and (3 * batch * item_bytes > budget or 2 * batch * item_bytes > room):
+        batch = (batch + 1) // 2
+    if 2 * batch * item_bytes > room:
+        raise SharedMemoryError(shm_advice(2 * batch * item_bytes * shm / room, shm))
+    size = batch * item_bytes
+    slots = max(1, int(min(budget // size - 2, room // size - 1)))  # batches the workers may hold at once
+    workers = min(workers, slots)
+    return batch, workers, max(1, min(TEST_PREFETCH, slots // workers))
 
 
 def loader(train_set, batch_size, seed, workers, rank, world, pin_memory, padding=1):
     """(sampler, loader) of this process's share of every global batch of `batch_size` videos, each epoch's order
-    padded to a multiple of `padding` (GlobalBatches); set sampler.epoch before each epoch."""
+    padded to a multiple of `padding` (GlobalBatches); set sampler.epoch before each epoch. The workers' batches
+    ahead stay within /dev/shm (fit_shared_memory)."""
     sampler = GlobalBatches(len(train_set), batch_size, seed, rank, world, padding)
+    prefetch = PREFETCH
+    if workers and getattr(train_set, "item_bytes", None):  # within /dev/shm, as the final test's loader
+        workers, prefetch = fit_shared_memory(train_set.item_bytes * sampler.local, workers, PREFETCH)
     # Persistent workers: no worker start-up (and dataset copy) at every epoch. PREFETCH: see its comment.
     return sampler, torch.utils.data.DataLoader(
         SeededItems(train_set, seed), batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
-        persistent_workers=workers > 0, prefetch_factor=PREFETCH if workers > 0 else None)
+        persistent_workers=workers > 0, prefetch_factor=prefetch if workers > 0 else None)
+
+
+def fit_shared_memory(batch_bytes, workers, prefetch, shm=None):
+    """(workers, prefetch) whose batches in shared memory, workers x prefetch + 1 (the one being read), fit this
+    process's shm_room of /dev/shm's free bytes: fewer batches ahead first, then fewer workers (the items are
+    seeded, so the result does not change); SharedMemoryError when not even one worker's batch fits."""
+    shm = shm_free() if shm is None else shm
+    if shm is None:
+        return workers, prefetch
+    room = shm_room(shm)
+    slots = int(room // batch_bytes) - 1  # batches the workers may hold at once
+    if slots < 1:
+        raise SharedMemoryError(shm_advice(2 * batch_bytes * shm / room, shm))
+    workers = min(workers, slots)
+    return workers, max(1, min(prefetch, slots // workers))
 
 
 class GlobalBatches(torch.utils.data.Sampler):

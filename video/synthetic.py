@@ -66,6 +66,8 @@ class SyntheticMotion(Dataset):
         self.views, self.skipped, self.name = 1 if train else views[0] * views[1], 0, "synthetic"
         self.normalise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
         self.defer = defer_photometric  # then items are (uint8 clip, parameters of no jitter and no grayscale)
+        self.mean, self.std = mean, std  # deferred test items are uint8, normalised on the device (evaluate.py)
+        self.item_bytes = self.views * num_frames * 3 * resolution ** 2 * (1 if defer_photometric else 4)
 
     def __len__(self):
         return self.per_class * len(self.ids)
@@ -78,7 +80,7 @@ class SyntheticMotion(Dataset):
         clip = synthetic_clip(self.ids[label], generator, self.num_frames, size, self.train)  # (T, 3, size, size)
         if size != self.resolution:
             clip = v2.functional.resize(clip, [self.resolution, self.resolution])
-        if self.defer:  # transforms.photometric with these parameters is exactly self.normalise
+        if self.defer and self.train:  # transforms.photometric with these parameters is exactly self.normalise
             return (clip, no_photometric()), label
-        video = self.normalise(clip)  # (T, 3, r, r)
+        video = clip if self.defer else self.normalise(clip)  # (T, 3, r, r), uint8 when deferred
         return (video if self.views == 1 else video.expand(self.views, *video.shape)), label

@@ -12,6 +12,7 @@ Shape legend: B clips, T frames, H x W pixels, r the model's resolution.
 """
 import math
 
+import numpy as np
 import torch
 from torchvision.transforms import v2
 
@@ -62,82 +63,125 @@ def _luma(x):
 
 
 def _per_clip(values, x):
-    """(b,) numbers -> (b, 1, 1, 1, 1) on x's device and dtype, to scale each clip of x (b, T, 3, H, W)."""
-    return values.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1, 1)
+    """(b,) numbers, already on x's device and dtype -> (b, 1, 1, 1, 1), to scale each clip of x (b, T, 3, H, W)."""
+    return values.view(-1, 1, 1, 1, 1)
 
 
 def _hue_matrices(angles):
-    """(b,) angles -> (b, 3, 3) RGB -> RGB: to YIQ, turn the I/Q chroma plane by the angle, back to RGB."""
+    """(b,) angles (host numbers) -> (b, 3, 3) RGB -> RGB: to YIQ, turn the I/Q chroma plane by the angle, back."""
     yiq = ColorJitter.YIQ
     out = []
-    for a in angles.tolist():
+    for a in angles:
         cos, sin = math.cos(a), math.sin(a)  # sign chosen so a > 0 turns the way torchvision's hue does
         out.append(torch.linalg.inv(yiq) @ torch.tensor([[1, 0, 0], [0, cos, sin], [0, -sin, cos]]) @ yiq)
-    return torch.stack(out)
+    return torch.stack(out) if out else torch.zeros(0, 3, 3)
 
 
-def _brightness(x, p):
-    return (x * _per_clip(p[:, 1], x)).clamp_(0, 1)
+# Each operation takes the clips x (b, T, 3, H, W) and their rows of the draws on the device: F (b, 3) the
+# brightness, contrast and saturation factors, M (b, 3, 3) the hue matrices.
+def _brightness(x, F, M):
+    return (x * _per_clip(F[:, 0], x)).clamp_(0, 1)
 
 
-def _contrast(x, p):  # blend with each frame's mean luma
-    f = _per_clip(p[:, 2], x)
+def _contrast(x, F, M):  # blend with each frame's mean luma
+    f = _per_clip(F[:, 1], x)
     return (x * f + _luma(x).mean((-3, -2, -1), keepdim=True) * (1 - f)).clamp_(0, 1)
 
 
-def _saturation(x, p):  # blend with the luma picture
-    f = _per_clip(p[:, 3], x)
+def _saturation(x, F, M):  # blend with the luma picture
+    f = _per_clip(F[:, 2], x)
     return (x * f + _luma(x) * (1 - f)).clamp_(0, 1)
 
 
-def _hue(x, p):
-    m = _hue_matrices(p[:, 4]).to(device=x.device, dtype=x.dtype)  # (b, 3, 3)
+def _hue(x, F, M):
     # Written as per-channel products rather than a batched matmul, so a clip's result never depends on which
     # other clips share its batch (exactness between batch sizes, hence between one process and N).
     c = [x[:, :, j:j + 1] for j in range(3)]  # 3 x (b, T, 1, H, W)
-    rows = [sum(c[j] * m[:, i, j].view(-1, 1, 1, 1, 1) for j in range(3)) for i in range(3)]
+    rows = [sum(c[j] * M[:, i, j].view(-1, 1, 1, 1, 1) for j in range(3)) for i in range(3)]
     return torch.cat(rows, 2).clamp_(0, 1)
 
 
 _JITTER_OPS = (_brightness, _contrast, _saturation, _hue)  # the order of a draw's op indices
 
 
-def apply_jitter(x, params):
-    """Colour jitter on float clips x (b, T, 3, H, W) in [0, 1], each with its own drawn params (b, P) (CPU):
+class DrawPlan:
+    """A batch's photometric draws (b, PHOTOMETRIC_PARAMS), prepared on the host and sent to the device in ONE
+    non-blocking copy: at each of the 4 jitter positions, which clips apply which operation (index lists, known
+    to the host, so the loop below never reads the device), the factors, the hue matrices, and mean/std.
+
+    Every number the host needs comes from the draws as the loader made them (host memory); the device gets one
+    packed float32 buffer, pinned on CUDA, whose copy overlaps the step: no host-device synchronisation."""
+
+    def __init__(self, params, mean=CLIP_MEAN, std=CLIP_STD):
+        p = params.detach().to("cpu", torch.float64).numpy()  # host draws: a view, no copy
+        on, b = p[:, 0] > 0, len(p)
+        self.size = b
+        self.groups = [[np.flatnonzero(on & (p[:, 5 + k] == op)) for op in range(4)] for k in range(4)]
+        self.gray = np.flatnonzero(p[:, 9] > 0)
+        parts = [p[:, 1:4].astype(np.float32).ravel(), _hue_matrices(p[:, 4].tolist()).numpy().ravel(),
+                 np.asarray(mean, np.float32), np.asarray(std, np.float32)]
+        self.offsets = {}  # (k, op) or "gray" -> (start, stop) of its clip indices in the packed buffer
+        at = sum(len(q) for q in parts)
+        for key, idx in [((k, op), self.groups[k][op]) for k in range(4) for op in range(4)] + [("gray", self.gray)]:
+            if 0 < len(idx) < b:  # a group of every clip needs no index
+                self.offsets[key] = (at, at + len(idx))
+                parts.append(idx.astype(np.float32))  # exact: clip indices are far below 2**24
+                at += len(idx)
+        self.packed = torch.from_numpy(np.concatenate(parts))
+
+    def to(self, device):
+        """The packed buffer on `device`: one non-blocking copy (from pinned memory on CUDA)."""
+        packed = self.packed.pin_memory() if device.type == "cuda" else self.packed
+        self.on_device = packed.to(device, non_blocking=True)
+        b = self.size
+        self.F = self.on_device[:3 * b].view(b, 3)                                    # (b, 3)
+        self.M = self.on_device[3 * b:12 * b].view(b, 3, 3)                           # (b, 3, 3)
+        self.mean, self.std = self.on_device[12 * b:12 * b + 3], self.on_device[12 * b + 3:12 * b + 6]
+        return self
+
+    def index(self, key):
+        """The device index of a group's clips (a slice of the packed buffer, converted on the device)."""
+        start, stop = self.offsets[key]
+        return self.on_device[start:stop].long()
+
+
+def apply_jitter(x, params, plan=None):
+    """Colour jitter on float clips x (b, T, 3, H, W) in [0, 1], each with its own drawn params (b, P) (host):
     the four operations in each clip's drawn order. At each of the 4 positions the clips are grouped by the
     operation they apply there, so every clip gets exactly its four operations."""
-    params = params.detach().to("cpu", torch.float64)
-    on = params[:, 0] > 0
+    plan = plan or DrawPlan(params).to(x.device)
     for k in range(4):
         for op, fn in enumerate(_JITTER_OPS):
-            idx = torch.nonzero(on & (params[:, 5 + k] == op)).flatten()
-            if len(idx) == len(params):
-                x = fn(x, params)
-            elif len(idx):
-                sel = idx.to(x.device)
-                x[sel] = fn(x[sel], params[idx])
+            n = len(plan.groups[k][op])
+            if n == plan.size:
+                x = fn(x, plan.F, plan.M)
+            elif n:
+                sel = plan.index((k, op))
+                x[sel] = fn(x[sel], plan.F[sel], plan.M[sel])
     return x
 
 
 def photometric(videos, params, mean=CLIP_MEAN, std=CLIP_STD):
     """The photometric half of training augmentation, batched, on whatever device `videos` is on:
-    uint8 (B, T, 3, H, W) and params (B, PHOTOMETRIC_PARAMS) from Photometric.draw -> float (B, T, 3, H, W):
-    to [0, 1], colour jitter, grayscale, normalisation with the model's mean/std. Per-frame draws, params
-    (B, T, PHOTOMETRIC_PARAMS): every frame is then a clip of its own (contrast already uses each frame's mean)."""
+    uint8 (B, T, 3, H, W) and params (B, PHOTOMETRIC_PARAMS) from Photometric.draw, in host memory -> float
+    (B, T, 3, H, W): to [0, 1], colour jitter, grayscale, normalisation with the model's mean/std. The draws
+    reach the device in one non-blocking copy (DrawPlan); nothing here waits for the device. Per-frame draws,
+    params (B, T, PHOTOMETRIC_PARAMS): every frame is then a clip of its own (contrast already uses each frame's
+    mean)."""
     if params.dim() == 3:
         flat = videos.flatten(0, 1)[:, None]  # (B, T, 3, H, W) -> (B*T, 1, 3, H, W)
         return photometric(flat, params.flatten(0, 1), mean, std).view(videos.shape)
     if videos.device.type == "cpu" and len(videos) > 1:  # clip by clip stays in the CPU caches (3.6x faster, 32 clips)
         return torch.cat([photometric(v, p, mean, std) for v, p in zip(videos.split(1), params.split(1))])
+    plan = DrawPlan(params, mean, std).to(videos.device)
     x = videos.to(torch.float32).mul_(1 / 255)  # torchvision's ToDtype(float32, scale=True), the same numbers
-    x = apply_jitter(x, params)
-    gray = torch.nonzero(params.detach().cpu()[:, 9] > 0).flatten()
-    if len(gray):
-        sel = gray.to(x.device)
-        x[sel] = _luma(x[sel]).expand(-1, -1, 3, -1, -1)  # R = G = B: the picture really turns gray
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return x.sub_(m).div_(s)
+    x = apply_jitter(x, params, plan)
+    if len(plan.gray) == plan.size:
+        x = _luma(x).expand(-1, -1, 3, -1, -1).contiguous()  # R = G = B: the picture really turns gray
+    elif len(plan.gray):
+        sel = plan.index("gray")
+        x[sel] = _luma(x[sel]).expand(-1, -1, 3, -1, -1)
+    return x.sub_(plan.mean.view(3, 1, 1)).div_(plan.std.view(3, 1, 1))
 
 
 class ColorJitter(torch.nn.Module):
@@ -224,17 +268,28 @@ def train_transform(resolution, flip=True, mean=CLIP_MEAN, std=CLIP_STD, per_fra
     return v2.Compose([*train_geometry(resolution, flip).transforms, Photometric(mean, std, per_frame=per_frame)])
 
 
+def normalize(videos, mean=CLIP_MEAN, std=CLIP_STD):
+    """uint8 (..., 3, H, W) -> float32 (x / 255 - mean) / std on videos' own device: what ToDtype(float32,
+    scale=True) and Normalize give, the same numbers. The test views cross to the device as uint8 and are
+    normalised there (evaluate.py), as the training clips are (photometric)."""
+    x = videos.to(torch.float32).mul_(1 / 255)
+    m = torch.as_tensor(mean, dtype=x.dtype).view(3, 1, 1).to(x.device, non_blocking=True)
+    s = torch.as_tensor(std, dtype=x.dtype).view(3, 1, 1).to(x.device, non_blocking=True)
+    return x.sub_(m).div_(s)
+
+
 class TestTransform:
     """Single view: short side to int(256/224 x r), then the centre r x r crop (T, 3, r, r), ViFi-CLIP's single-crop
     test (Resize 256, CenterCrop 224 for a 224 model). Three crops: short side to r, then three r x r crops along
     the long side (3, T, 3, r, r), its multi-view test. A class rather than a closure so that spawned workers can
-    pickle it."""
+    pickle it. uint8=True leaves the views uint8 (4x fewer bytes in the loader's queues and shared memory; a
+    30-view test batch of 8 videos at 224 px is 276 MiB instead of 1.08 GiB) for normalize() on the device."""
 
-    def __init__(self, resolution, crops=1, mean=CLIP_MEAN, std=CLIP_STD):
+    def __init__(self, resolution, crops=1, mean=CLIP_MEAN, std=CLIP_STD, uint8=False):
         self.size, self.crops = resolution, crops
         short = int(256 / 224 * resolution) if crops == 1 else resolution
-        self.prepare = v2.Compose([v2.Resize(short), v2.ToDtype(torch.float32, scale=True),
-                                   v2.Normalize(mean, std), v2.ToPureTensor()])
+        scale = [] if uint8 else [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+        self.prepare = v2.Compose([v2.Resize(short), *scale, v2.ToPureTensor()])
 
     def __call__(self, video):  # uint8 (T, 3, H, W)
         video, r = self.prepare(video), self.size
