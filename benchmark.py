@@ -285,7 +285,8 @@ def build_train_step(name, args):
             row["backbone"]])
     params = [p for p in net.parameters() if p.requires_grad]
     # train.py's optimiser; its state is created by the first (warm-up) step.
-    optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=1e-3, fused=True)
+    optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=1e-3,
+                                  fused=device.type == "cuda")  # as train.py
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # train.py's, for fp16
     step_fn = train.TrainStep(net)
     if row.get("compiled"):

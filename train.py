@@ -289,10 +289,12 @@ def main(argv=None):
 
     # ---- optimiser; resume ------------------------------------------------------------------------------------
     params = [p for p in model.parameters() if p.requires_grad]
-    # fused: one kernel, its step counters on the device, so a step reads nothing back (the foreach version reads
-    # each counter with .item()), and GradScaler hands it the scale and inf flag without a sync (fp16).
+    # On a GPU, fused: one kernel for the whole update. Its step counters live on the device; the foreach version
+    # keeps them in host memory (torch/optim/adam.py), so neither reads the GPU back, and GradScaler hands the fused
+    # kernel its scale and inf flag without a sync (fp16). On the CPU the foreach version is kept: fused rounds
+    # differently, and the CPU's numbers (the demo's, the tests') stay those of earlier runs.
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=args.weight_decay,
-                                  fused=True)
+                                  fused=device.type == "cuda")
     start_epoch, step, history = 0, 0, []  # history: one row of numbers per epoch, kept in the checkpoint
     if ckpt is not None:
         model.load_trainable_state_dict(ckpt["adapters"])

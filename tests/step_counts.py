@@ -15,6 +15,9 @@ Collectives: torch.distributed's Python calls (all_reduce, broadcast, all_gather
 broadcast DDP makes through _broadcast_coalesced), and DDP's gradient all-reduces, counted per bucket by a comm
 hook registered on every DistributedDataParallel train.py builds.
 """
+import os
+import sys
+
 import torch
 import torch.distributed as dist
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -23,6 +26,19 @@ from video import batches
 
 READS = {"aten._local_scalar_dense.default"}
 DATA_SHAPES = ("aten.nonzero", "aten.masked_select", "aten.unique", "aten._unique")
+
+
+def optimiser_step_read():
+    """Whether the read under way is AdamW's of its step counter (torch.optim.optimizer._get_value): unless fused
+    or capturable, torch/optim/adam.py keeps those counters in host memory on a GPU too (device="cpu"), so the read
+    never waits for the GPU; on this CPU it would be counted like any other."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_name == "_get_value" and frame.f_code.co_filename.endswith(
+                os.path.join("optim", "optimizer.py")):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class SyncCounter(TorchDispatchMode):
@@ -38,7 +54,7 @@ class SyncCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = str(func)
-        if name in READS:
+        if name in READS and not optimiser_step_read():
             self.add("read")
         elif name.startswith(DATA_SHAPES):
             self.add("data-dependent shape")
