@@ -6,7 +6,7 @@ import torch
 import train
 from harness import settings
 from video import batches, transforms
-from video_fixtures import write_video
+from conftest import write_video
 
 CLASSES = ("archery", "bowling", "juggling")
 

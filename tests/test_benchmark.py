@@ -16,6 +16,7 @@ from bench import tables  # noqa: E402
 import benchmark  # noqa: E402
 import losses  # noqa: E402
 from bench.flops import mm  # noqa: E402
+from conftest import math_attention  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def keep_threads():
@@ -143,12 +144,6 @@ def test_worker_answers_with_one_json_line(tmp_path):
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     assert row["config"] == "msta-few-shot" and row["kind"] == "msta" and row["blocks"] == [3, 4]
     assert row["peak_bytes"] > 0 and len(row["times_s"]) == 1  # the training step allocates; --quick: 1 step
-
-
-def math_attention(q, k, v, attn_mask=None):
-    """softmax(q k^T / sqrt(d) + mask) v in plain matmuls, which torch's FLOP counter sees (its CPU kernel not)."""
-    w = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
-    return (w if attn_mask is None else w + attn_mask).softmax(-1) @ v
 
 
 @pytest.mark.parametrize("name", ["msta-few-shot", "msta-largest", "full-ft", "vit", "off-all", "off-cache"])

@@ -21,8 +21,7 @@ import evaluate
 import prompts
 from harness import runs
 import train
-from test_clip import SMALL, random_openai_state_dict
-from video_fixtures import write_video
+from conftest import SMALL, random_openai_state_dict, write_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("PlayingCello", "walking_dog", "jump", "Surfing", "tai_chi", "YoYo")  # 6: top-5 is a real choice

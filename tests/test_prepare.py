@@ -18,7 +18,7 @@ import prepare
 import train
 from video import transforms
 from video import decode
-from video_fixtures import full_decode, ucf101_tree, write_video
+from conftest import full_decode, ucf101_tree, write_video
 from video import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -23,7 +23,7 @@ from harness import report
 from harness import runs
 from harness import settings
 import train
-from test_evaluate import CLASSES, TABLE, Items, Stub, table_answer
+from conftest import CLASSES, TABLE, Items, Stub, table_answer
 from video import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +48,7 @@ class Holes(Items):
 # ----------------------------------------------------------------------------- predictions.csv, per class
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_predictions_are_the_view_means_that_were_scored(tmp_path, batch_size):
-    """TABLE's two views per video (test_evaluate.py): each row's probabilities are the mean of the two views'
+    """TABLE's two views per video (conftest.py): each row's probabilities are the mean of the two views'
     softmaxes, its top-5 their ranking, and video 3 (unreadable) is listed as such, unscored."""
     labels = [row[0] for row in TABLE]
     result = evaluate.evaluate(Stub(table_answer), Holes(labels, views=2, hole=3), torch.device("cpu"),

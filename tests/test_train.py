@@ -19,8 +19,7 @@ import models
 import prompts
 from harness import runs, settings
 import train
-from test_clip import SMALL, random_openai_state_dict
-from video_fixtures import ucf101_tree, write_video
+from conftest import SMALL, random_openai_state_dict, ucf101_tree, write_video
 from video import synthetic, transforms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

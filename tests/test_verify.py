@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from video import verify
-from tests.video_fixtures import ucf101_tree, write_video
+from conftest import ucf101_tree, write_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
