@@ -186,6 +186,7 @@ def adapters_of(run):
     return torch.load(os.path.join(run, "checkpoint.pt"), weights_only=True)["adapters"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip_name, temporal", [("random-tiny", "conv"), ("random-ViCLIP-tiny", "attn")])
 def test_train_py_micro_batches_and_checkpointing_match(tmp_path, clip_name, temporal):
     whole = tmp_path / "whole"
@@ -196,6 +197,7 @@ def test_train_py_micro_batches_and_checkpointing_match(tmp_path, clip_name, tem
     assert "micro-batches: 3 video(s) per pass, 3 passes" in (tmp_path / "micro" / "log.txt").read_text()
 
 
+@pytest.mark.slow
 def test_resume_with_micro_batches_is_exact(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     train.main(train_args(whole, "--micro-batch", "2", "--epochs", "3"))
@@ -209,6 +211,7 @@ def test_resume_with_micro_batches_is_exact(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_with_micro_batches_match_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = train_args(tmp_path / "x")[:-2]

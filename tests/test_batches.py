@@ -56,6 +56,7 @@ def test_each_epoch_augments_every_video_afresh(tmp_path):
     assert not any(same(first[i], second[i]) for i in first)
 
 
+@pytest.mark.slow
 def test_train_py_gives_each_epoch_its_own_draws(tmp_path, monkeypatch):
     """The same through a real two-epoch train.py run: the keys it hands its items carry the epoch, and every
     video's second-epoch clip differs from its first."""

@@ -212,6 +212,7 @@ def test_accuracy_is_the_same_on_the_prepared_copy(tmp_path):
     assert abs(top1["original"] - top1["prepared"]) <= 100 * 2 / 32, top1  # at most 2 of the 32 videos differ
 
 
+@pytest.mark.slow
 def test_persistent_workers_train_exactly_as_one_process(ucf, tmp_path):
     """Two persistent loader workers (uint8 clips, photometric half in the main process) give bit-identical
     adapters to loading in the main process: every epoch's draws reach the workers with the indices. One torch

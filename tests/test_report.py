@@ -274,6 +274,7 @@ def tiny_run(folder, seed, *extra):
                        "--workers", "0", "--seed", str(seed), "--output", str(folder), *extra])
 
 
+@pytest.mark.slow
 def test_train_writes_reports_that_agree_with_the_printed_top1(tmp_path, capsys):
     tiny_run(tmp_path / "seed0", 0)
     printed = capsys.readouterr().out
@@ -299,6 +300,7 @@ def test_train_writes_reports_that_agree_with_the_printed_top1(tmp_path, capsys)
     assert header[:3] == ["#", "seed", "n"] and row[1:3] == ["0, 1", "2"]
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_every_step_and_the_final_test(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -264,6 +264,7 @@ def test_optimizer_step_leaves_viclip_bit_identical(files):
 
 
 # --------------------------------------------------------------------------------- train.py / evaluate.py
+@pytest.mark.slow
 def test_train_and_evaluate_end_to_end_on_viclip(files, tmp_path, monkeypatch):
     """A miniature UCF101 (3 classes) with the tiny ViCLIP .pth: few-shot training, evaluate.py on the checkpoint,
     and the zero-shot baseline; texts at ViCLIP's 32 tokens, pixels with ViCLIP's mean/std."""
@@ -291,6 +292,7 @@ def test_train_and_evaluate_end_to_end_on_viclip(files, tmp_path, monkeypatch):
     assert (tmp_path / "zs" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_benchmark_viclip_row_flops_equal_torch_counter(tmp_path, monkeypatch):
     """benchmark.py's ViCLIP row (joint attention over 1 + P*T tokens): its analytic FLOPs are what runs."""
     import benchmark
