@@ -15,9 +15,9 @@ For every adapted block j (1-based, inclusive range `blocks`), in both encoders:
     z  = z' + lambda A                           lambda = 0.005
 Video feature = mean over the T frames of the per-frame CLIP image feature; logits = exp(logit_scale) cos(v, w).
 
-The backbone contract: MSTA drives any CLIP-like model through these members of the nn.Module it wraps, and
-through nothing else (clip.CLIP and viclip.ViCLIP have them; openclip_backbone.py and hf_backbone.py, each about 25
-lines, give them to open_clip's and Hugging Face's CLIP):
+The backbone contract: MSTA drives any CLIP-like model through these members of the nn.Module it wraps, and through
+nothing else (clip.CLIP and viclip.ViCLIP have them; clients/openclip_backbone.py and clients/hf_backbone.py, each
+about 25 lines, give them to open_clip's and Hugging Face's CLIP):
   token_layout          "frames" or "joint" (below)
   vision_embed(x)       "frames": images (B*T, 3, H, W) -> (B*T, N, D); "joint": videos (B, T, 3, H, W) -> (B, M, D)
   vision_blocks         the vision blocks, in order
@@ -28,7 +28,7 @@ lines, give them to open_clip's and Hugging Face's CLIP):
   logit_scale           log of the logit scale, a tensor (its device is the backbone's)
   token_embedding       the text token table (nn.Embedding), left out of parameter_counts' total
 Every block is called block(x, attn_mask=mask), the mask a keyword (None in the vision tower), and has block.ln_1,
-its first LayerNorm; a library whose blocks differ wraps them (hf_backbone.py).
+its first LayerNorm; a library whose blocks differ wraps them (clients/hf_backbone.py).
 
 Two token layouts, told by the backbone (token_layout), never guessed from its type:
   "frames" (OpenAI CLIP): each frame is its own sequence (B*T, N, D); the frames meet only in the adapters.
@@ -236,8 +236,6 @@ class MSTA(nn.Module):
         super().train(mode)
         self.clip.eval()  # frozen means frozen: the backbone never switches to training behaviour
         return self
-
-    checkpoint_blocks = False  # True: recompute each block's activations in the backward pass (less memory)
 
     def adapted_blocks(self, z, blocks, adapter, mask=None):
         """Blocks start.. of one encoder: adapted ones add lambda*A, later ones run frozen but with autograd,

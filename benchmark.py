@@ -12,12 +12,12 @@ speed and memory do not depend on the values) and runs the rows of ROWS, each in
   memory          per backbone x setting x precision x checkpointing: the activation memory of one clip and the
                   memory a step needs whatever the batch, from which the table of what fits a 12/24/48/80 GB GPU
   inference       clips/s with the class text features cached, single view and UCF101's 5 x 3 views
-  data, loader    bench_data.py: sparse decoding, the loader's pipelines per worker core, train.py's loader
+  data, loader    bench/loading.py: sparse decoding, the loader's pipelines per worker core, train.py's loader
 Each timed row's first warm-up step runs under bench_measure.StepProbe: its peak tensor memory (the "peak MiB"
 column, device independent; on a GPU also torch.cuda.max_memory_allocated) and its matmul, convolution and
 attention ops, which bench_measure.ceiling runs again alone. The ceiling of a precision is the best rate of any
 of those ops, so no row's utilisation can exceed 100%; it is measured only for precisions the run uses.
-FLOPs are counted analytically (flops.py).
+FLOPs are counted analytically (bench/flops.py).
 
 What runs by default: on a GPU every row but the compile one (batch 32, 10 timed steps after 3 warm-up). On a
 CPU: batch 2, 1 timed step after 1 warm-up; bf16 rows only where the CPU computes bf16 natively
@@ -51,7 +51,7 @@ import train
 import viclip
 from bench.measure import OtherLoad, StepProbe, ceiling, machine, native_bf16, timed
 from bench.tables import DESCRIPTIONS, VIEWS, ceilings, check, markdown, progress, table
-from bench.flops import step_flops  # analytic counts, flops.py
+from bench.flops import step_flops  # analytic counts, bench/flops.py
 from prompts import description_features
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -108,9 +108,11 @@ class AblationMSTA(adapters.MSTA):
         super().__init__(clip_model, **kwargs)
         self.off = frozenset(off)
         if "trim" in self.off:
-            # clip.CLIP's switch, on this model only: MSTA.text_prefix and the frozen description branch both run
-            # all 77 positions, as OpenAI's reference encode_text does.
-            clip_model.trim_text = False
+            # On this model only: MSTA.text_prefix and the frozen description branch both run all the context's
+            # positions (77 for CLIP), as OpenAI's reference encode_text does.
+            text_tower = getattr(clip_model, "text_encoder", clip_model)  # ViCLIP keeps its text tower apart
+            text_tower.text_embed = lambda tokens, t=text_tower: clip.embed_text(
+                tokens, t.token_embedding, t.positional_embedding, t.attn_mask, t.dtype, trim=False)
 
     def encode_video(self, videos):
         """As MSTA.encode_video; with "prefix" off the frozen blocks below the first adapter run under autograd

@@ -155,10 +155,34 @@ class VisionTransformer(nn.Module):
 
     def head(self, x):
         """Tokens (B, N, D) -> embedding (B, E): ln_post on the class token only, then the projection."""
-        return self.ln_post(x[:, 0]) @ self.proj  # (B, N, D) -> (B, D) -> (B, E)
+        return class_token_head(x, self.ln_post, self.proj)
 
     def forward(self, images):
         return self.head(self.transformer(self.embed(images)))
+
+
+# The two towers' ends and the text tower's start, as functions of the tensors they read: ViCLIP's encoders
+# (viclip.py) compute exactly these, so both backbones call them rather than each other's methods.
+def class_token_head(x, ln_post, proj):
+    """Tokens (B, N, D) -> embedding (B, E): ln_post on the class token only, then the projection (D, E)."""
+    return ln_post(x[:, 0]) @ proj  # (B, N, D) -> (B, D) -> (B, E)
+
+
+def embed_text(tokens, token_embedding, positional_embedding, attn_mask, dtype, trim=True):
+    """Token ids (C, L) -> (embedded tokens (C, L', D), causal mask (L', L')), cut after the last end token.
+    trim=False keeps all L positions (benchmark.py measures what the cut saves)."""
+    # Exact: under the causal mask no position sees a later one, so tokens after the last end token change nothing.
+    n = int(tokens.argmax(dim=-1).max()) + 1 if trim else tokens.shape[1]  # the end token has the largest id
+    # In the weights' dtype (fp32) under autocast too, as the vision stream (VisionTransformer.embed).
+    x = token_embedding(tokens[:, :n]).to(dtype) + positional_embedding[:n].to(dtype)
+    return x, attn_mask[:n, :n]  # (C, L) -> (C, L', D), (L', L')
+
+
+def end_token_head(x, tokens, ln_final, text_projection):
+    """Text tokens (C, L', D) -> features (C, E): ln_final, the end token's vector, the projection (D, E)."""
+    x = ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # (C, L', D) -> (C, D)
+    return x @ text_projection  # (C, D) -> (C, E)
 
 
 def causal_mask(n):
@@ -185,14 +209,10 @@ def init_weights(text, towers):
 class CLIP(nn.Module):
     """Image encoder, text encoder and the learned temperature of CLIP's contrastive logits (sec. 2.3, Fig. 3).
 
-    It has adapters.py's backbone contract (token_layout, vision_embed/_blocks/_head, text_embed/_blocks/_head,
-    logit_scale in log form, token_embedding), and what train.py and evaluate.py read besides:
-    visual.input_resolution, context_length, mean/std. viclip.ViCLIP offers the same."""
+    It has adapters.py's backbone contract (listed in that file's header), and what train.py and evaluate.py read
+    besides: visual.input_resolution, context_length, mean/std. viclip.ViCLIP offers the same."""
 
     mean, std = MEAN, STD  # the pixel normalisation the weights expect (the data pipeline reads it from here)
-    # text_embed cuts the tokens after the last end token (exact, see there); benchmark.py switches it off on one
-    # model to measure what the cut saves.
-    trim_text = True
 
     def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size, vision_heads,
                  context_length, vocab_size, transformer_width, transformer_heads, transformer_layers):
@@ -244,18 +264,11 @@ class CLIP(nn.Module):
 
     def text_embed(self, tokens):
         """Token ids (C, L) -> (embedded tokens (C, L', D), causal mask (L', L')), cut after the last end token."""
-        # Exact: under the causal mask no position sees a later one, so tokens after the last end token change nothing.
-        n = int(tokens.argmax(dim=-1).max()) + 1  # the end token has the largest id, so argmax finds it
-        n = n if self.trim_text else tokens.shape[1]
-        # In the weights' dtype (fp32) under autocast too, as the vision stream (VisionTransformer.embed).
-        x = self.token_embedding(tokens[:, :n]).to(self.dtype) + self.positional_embedding[:n].to(self.dtype)
-        return x, self.attn_mask[:n, :n]  # (C, L) -> (C, L', D), (L', L')
+        return embed_text(tokens, self.token_embedding, self.positional_embedding, self.attn_mask, self.dtype)
 
     def text_head(self, x, tokens):
         """Text tokens (C, L', D) -> features (C, E): ln_final, the end token's vector, the projection."""
-        x = self.ln_final(x)
-        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # (C, L', D) -> (C, D)
-        return x @ self.text_projection  # (C, D) -> (C, E)
+        return end_token_head(x, tokens, self.ln_final, self.text_projection)
 
     def encode_text(self, tokens):
         """Token ids (C, L) -> features (C, E), not normalised."""

@@ -7,9 +7,9 @@ a synthetic motion dataset that needs no download, and "folder": your own videos
 video is float (T, 3, H, W) normalised with the model's mean/std (default CLIP's), or (V, T, 3, H, W) for a
 multi-view test (V = temporal clips x spatial crops, clip-major); label is an int. With defer_photometric=True
 (train.py) a training video is (uint8 (T, 3, H, W), its photometric parameters) instead, and the caller applies
-video.photometric to the batch on its device (see video.py). Every dataset has .classnames (the class-name text
-prompts and descriptions are keyed by) and .skipped (videos it could not serve). Decoding, frame sampling and
-the clip transforms are in video.py.
+transforms.photometric to the batch on its device (video/transforms.py). Every dataset has .classnames (the
+class-name text prompts and descriptions are keyed by) and .skipped (videos it could not serve). Decoding, frame
+sampling are in video/decode.py, the clip transforms in video/transforms.py.
 
 Protocols, as ViFi-CLIP (Rasheed et al., CVPR 2023) publishes them and MSTA's paper evaluates them:
   few-shot    K shots per class drawn with `seed` from the training list of official split `split` (1 in the
@@ -20,10 +20,10 @@ Protocols, as ViFi-CLIP (Rasheed et al., CVPR 2023) publishes them and MSTA's pa
   zero-shot   train on all of Kinetics-400; test on all classes of UCF101/HMDB51 official split `split`
               (1, 2, 3), or on Kinetics-600 zero-shot test set `split`: ViFi-CLIP's published list of 160 classes
               not in Kinetics-400 (14,084 / 13,978 / 14,136 videos from K600's train, val and test parts),
-              found wherever each video lies in the download (kinetics600_lists.py).
+              found wherever each video lies in the download (video/kinetics600.py).
   full        the whole training split; test on the whole test/validation split.
-Class orders and class-name text: layouts.py (the published label lists). `python data.py verify ...` checks
-a dataset on disk before a run (verify.py). Shape legend: T frames, H x W pixels, V views.
+Class orders and class-name text: video/layouts.py (the published label lists). `python data.py verify ...` checks
+a dataset on disk before a run (video/verify.py). Shape legend: T frames, H x W pixels, V views.
 """
 import logging
 import multiprocessing
@@ -140,7 +140,7 @@ def build_dataset(name, root, protocol="full", split=1, shots=None, seed=0, num_
     resolution, mean, std: the model's input size and pixel normalisation (train.py reads them from the model).
     views=(clips, crops) for testing.
     flip: horizontal flips in training; None means all datasets but SSv2 (pass False for SSv2 given as lists).
-    defer_photometric: training items are (uint8 clip, photometric params) for video.photometric on the batch.
+    defer_photometric: training items are (uint8 clip, photometric params) for transforms.photometric on the batch.
     lists: train_list=, test_list=, labels_csv= for name="list" (paths relative to root); for base2novel also
     novel_list=, novel_labels_csv=, the novel test set with its own label list. ViFi-CLIP publishes exactly these:
     fs_base_s{1,2,3}_train.txt (the three seeds' 16-shot draws, used as they are: no shots are drawn from a list

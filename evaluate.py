@@ -2,7 +2,7 @@
 
 `python evaluate.py --checkpoint runs/RUN [more runs] [--dataset ... --protocol ...]` rebuilds CLIP plus the
 adapters from a checkpoint and the arguments saved in it; `--checkpoint RUN --video PATH ...` prints the top-5
-classes of your own videos instead; `--compare runs/*` prints one table of finished runs (compare.py). Follows
+classes of your own videos instead; `--compare runs/*` prints one table of finished runs (harness/compare.py). Follows
 the evaluation of "Efficient Transfer Learning for Video-language Foundation Models" (CVPR 2025), Sec. 4.1, and the
 protocols it shares with ViFi-CLIP:
   - multi-view test: the softmax of each view's logits is summed over views; views per dataset in VIEWS;
@@ -84,7 +84,7 @@ def evaluate(model, dataset, device, precision="fp32", batch_size=8, workers=0, 
     Under torchrun every rank scores its shard and the scores are gathered by video index. A video that cannot be
     read is left out of the metric, never replaced: videos = the number scored, skipped = those missing from disk
     plus those that failed to decode, over all ranks. keep=True adds "predictions", each video's scores as
-    report.py writes them."""
+    harness/report.py writes them."""
     model.eval()
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
@@ -165,7 +165,7 @@ def run_protocol(model, device, protocol, dataset, reader, root, lists, split, s
     """Test `model` as `protocol` prescribes on `dataset` (read by `reader` from `root`, with `lists` for the
     "list" reader), with views = (clips, crops) per video: test_views() for the final test, (1, 1) for the quick
     checks during training. Returns {"rows": [...], "summary": {...}, "views": "CxK", "predictions": [...]}."""
-    rows, predictions = [], []  # predictions: the final test's per-video scores, one per row (report.py)
+    rows, predictions = [], []  # predictions: the final test's per-video scores, one per row (harness/report.py)
     for row, name, row_protocol, row_split, subset in test_sets(protocol, dataset, split, reader == "list", final):
         test_set = data.build_dataset(name if reader != "list" else "list", root, row_protocol, row_split, seed=seed,
                                       num_frames=frames, train=False, subset=subset, views=views,
@@ -224,7 +224,8 @@ def parse_args(argv=None):
     p.add_argument("--test-list", default=None, help="test on a published list file instead ('<path> <label>' "
                    "lines, ViFi-CLIP's format, e.g. ZS_split1_K600_eval.txt; paths found anywhere under --data-root)")
     p.add_argument("--labels-csv", default=None, help="the 'id,name' class list --test-list's labels index")
-    p.add_argument("--protocol", default=None, choices=tuple(settings.PROTOCOLS), help="default: the checkpoint's (full "
+    p.add_argument("--protocol", default=None, choices=tuple(settings.PROTOCOLS), help="default: the checkpoint's "
+                   "(full "
                    "for --zero-shot-clip); zero-shot tests ucf101 / hmdb51 / k600 on their 3 splits")
     p.add_argument("--precision", default=None, choices=("bf16", "fp16", "fp32"),
                    help="default: bf16 on a GPU, fp32 on the CPU")
@@ -246,7 +247,7 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
     p.add_argument("--compare", nargs="+", default=None, metavar="RUN", help="print one table of these finished "
                    "run folders (e.g. runs/*): the settings that differ, and each test set's metrics; runs that "
-                   "differ only in seed or split as mean ± std (compare.py)")
+                   "differ only in seed or split as mean ± std (harness/compare.py)")
     p.add_argument("--compare-output", default=None, metavar="FILE", help="where --compare writes its table "
                    f"(default: {compare.DEFAULT_OUTPUT}; a file it did not write is replaced only with --overwrite)")
     a = p.parse_args(argv)

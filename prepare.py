@@ -10,12 +10,12 @@ copied as it is, and every video is re-encoded with PyAV to
     at the source's average frame rate,
 so every reader, split and list file works unchanged: data.py finds videos by path without extension, so
 `UCF-101/ApplyEyeMakeup/v_..._c01.avi` in a split list finds the copy's `v_..._c01.mp4`. MP4 rather than the
-source's own container on purpose: H.264 inside AVI carries no presentation timestamps, and video.py must then
+source's own container on purpose: H.264 inside AVI carries no presentation timestamps, and video/decode.py must then
 decode from the start of the file to count frames, which is exactly the cost this copy is made to remove.
 --frames writes frame folders instead (<video>/img_00001.jpg ...), which data.py reads wherever a video works.
 
 Keyframe interval (--gop, default GOP) and x264 tune: a sparse read of 8 TSN frames decodes, per wanted frame,
-the pictures from the keyframe before it (video.py), so a shorter GOP decodes fewer pictures but costs disk.
+the pictures from the keyframe before it (video/decode.py), so a shorter GOP decodes fewer pictures but costs disk.
 `python prepare.py --measure-gop VIDEO` re-encodes a video with several settings and prints the file size and
 the pictures decoded and CPU time of 8-frame training reads; on benchmark.py's 10-s 340x256 test clip (README
 "Preparing a dataset" has the table) GOP 8 decodes 27 pictures where the x264 default (GOP 250) decodes 154,

@@ -3,11 +3,9 @@
 Follows the training recipe of "Efficient Transfer Learning for Video-language Foundation Models" (CVPR 2025),
 Sec. 4.1 "Implementation details" and its released training logs: AdamW (betas 0.9, 0.98), lr 1e-3, weight decay
 1e-3, 5 warm-up epochs then cosine decay to 1e-5, global batch 32, 8 frames, loss L_CE + alpha L_CC (losses.py).
-The optimiser and schedule defaults below are the paper's; the model defaults are not: OpenAI CLIP ViT-B/16 with
---temporal attn is this project's own design, where the paper's runs use ViCLIP-B/16 with the temporal
-convolution, r 128 in blocks 8-12, seed 2048 and fp32. What
-`--recipe paper` sets and what still differs: docs/reproducing.md; `--print-config` shows every value a command
-resolves to. The command line is resolved once, by harness/settings.py (per-protocol defaults: its PROTOCOLS).
+Which defaults are the paper's and which are this project's: docs/protocols.md; the authors' logged runs:
+`--recipe paper` (docs/reproducing.md); `--print-config` shows every value a command resolves to. The command line
+is resolved once, by harness/settings.py (the per-protocol defaults are its PROTOCOLS).
 
 Read top-down: the step (train_step: accumulate_step's forward, the loss L = L_CE + alpha L_CC and backward, then
 AdamW's update), the learning rate, the small helpers, then main: setup, data, model, text, optimiser, and for each
@@ -81,6 +79,7 @@ def accumulate_step(step_fn, msta, videos, labels, tokens, targets, alpha, micro
     which covers the text branch too."""
     with autocast:
         text = msta.encode_text(tokens)                                            # (C, E), with autograd
+    l_cc = None if targets is None else losses.consistency_loss(text, *targets)  # L_CC depends on w alone: once
     # The class features w are computed once per step and read by every micro-batch. Those before the last read a
     # detached copy of w, so their backward stops at w and leaves dL/dw in the copy's .grad; the last reads w
     # itself, and its backward carries those gradients (the term w . g, whose gradient is g) with its own and
@@ -95,10 +94,9 @@ def accumulate_step(step_fn, msta, videos, labels, tokens, targets, alpha, micro
             with autocast:
                 logits = step_fn(v, text if last else held)                        # (b, C)
             # L_CE is a mean over the batch: a micro-batch's part is weighted by its share of the videos (1 in one
-            # pass). L_CC depends on w alone: it is added once per step, with the last micro-batch.
+            # pass). L_CC is added once per step, with the last micro-batch.
             l_ce = losses.classification_loss(logits, y) * (len(y) / len(labels))
-            l_cc = losses.consistency_loss(text, *targets) if last and targets is not None else None
-            loss = losses.total_loss(l_ce, l_cc, alpha)                            # L = L_CE + alpha L_CC
+            loss = losses.total_loss(l_ce, l_cc if last else None, alpha)          # L = L_CE + alpha L_CC
             scaled = scaler.scale(loss)
             if last and held.grad is not None:  # already scaled: it came from the scaled micro-batch losses
                 scaled = scaled + (text * held.grad).sum()
@@ -361,9 +359,9 @@ def parse_args(argv=None):
                         "(--output; default runs/<dataset>-<protocol>-<shots>-<backbone>-<temporal>-r<rank>-"
                         "b<blocks>-split<N>-seed<N>, plus any other setting you typed) receives log.txt, "
                         "checkpoint.pt (every epoch), history.csv, curves.png (with matplotlib), results.md, "
-                        "results.json, predictions.csv and confusion.png (with matplotlib; report.py). A folder "
-                        "that already holds a run is never written over: use --resume to continue it, or --output "
-                        "/ --overwrite.")
+                        "results.json, predictions.csv and confusion.png (with matplotlib; harness/report.py). A "
+                        "folder that already holds a run is never written over: use --resume to continue it, or "
+                        "--output / --overwrite.")
     # What to train on.
     p.add_argument("--dataset", default="synthetic", choices=data.DATASETS,
                    help="synthetic: offline demo; folder: your own videos, see --data-root")

@@ -23,7 +23,6 @@ Parameter names equal ViCLIP's, so loading is load_state_dict(strict=True) with 
 in clip.py, plus T frames, P patches per frame (grid^2), M = 1 + P*T joint tokens.
 """
 import os
-import zipfile
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +92,9 @@ class VideoTransformer(nn.Module):
         x = torch.cat([cls, x.flatten(1, 2)], dim=1)  # (B, P, T, D) -> (B, P*T, D) -> (B, M, D)
         return self.ln_pre(x)
 
-    head = clip.VisionTransformer.head  # ln_post on the class token, then the projection: (B, M, D) -> (B, E)
+    def head(self, x):
+        """Tokens (B, M, D) -> embedding (B, E): ln_post on the class token, then the projection, as CLIP's."""
+        return clip.class_token_head(x, self.ln_post, self.proj)
 
     def forward(self, videos):
         return self.head(self.transformer(self.embed(videos)))
@@ -116,11 +117,15 @@ class TextTransformer(nn.Module):
     def dtype(self):
         return self.token_embedding.weight.dtype
 
-    # The same computation as CLIP's text tower over the same attribute names: embed and cut after the last end
-    # token (exact under the causal mask), then ln_final, the end token's vector, the projection.
-    trim_text = True  # read by text_embed, as in clip.CLIP
-    text_embed = clip.CLIP.text_embed  # tokens (C, L) -> (x (C, L', D), mask (L', L'))
-    text_head = clip.CLIP.text_head  # x (C, L', D), tokens -> (C, E)
+    # The same computation as CLIP's text tower: embed and cut after the last end token (exact under the causal
+    # mask), then ln_final, the end token's vector, the projection.
+    def text_embed(self, tokens):
+        """Token ids (C, L) -> (embedded tokens (C, L', D), causal mask (L', L'))."""
+        return clip.embed_text(tokens, self.token_embedding, self.positional_embedding, self.attn_mask, self.dtype)
+
+    def text_head(self, x, tokens):
+        """Text tokens (C, L', D) -> features (C, E)."""
+        return clip.end_token_head(x, tokens, self.ln_final, self.text_projection)
 
     def forward(self, tokens):
         return self.text_head(self.transformer(*self.text_embed(tokens)), tokens)
@@ -128,9 +133,8 @@ class TextTransformer(nn.Module):
 
 class ViCLIP(nn.Module):
     """Video encoder, text encoder and the temperature, with the interface of clip.CLIP: adapters.py's backbone
-    contract (token_layout "joint", vision_embed/_blocks/_head, text_embed/_blocks/_head, logit_scale in log form,
-    token_embedding), encode_video, encode_text, visual, transformer, context_length, mean/std. The aliases are
-    properties or methods, so the state dict keeps ViCLIP's names."""
+    contract (listed in that file's header; token_layout "joint"), encode_video, encode_text, visual, transformer,
+    context_length, mean/std. The aliases are properties or methods, so the state dict keeps ViCLIP's names."""
 
     mean, std = MEAN, STD
 
@@ -250,60 +254,10 @@ def available_models():
     return list(_MODELS)
 
 
-def _is_safetensors(path):
-    """A safetensors file starts with its header's length (8 bytes, little-endian) and then the JSON header."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") < os.path.getsize(path)
-
-
-def is_viclip_file(path):
-    """Whether the file at path holds ViCLIP weights (its tensor names), read cheaply: the safetensors header,
-    or the names in a torch.save archive's pickle (read as bytes, nothing is unpickled)."""
-    try:
-        if _is_safetensors(path):
-            from safetensors import safe_open
-            with safe_open(path, "pt") as f:
-                return any(k.startswith("vision_encoder.") for k in f.keys())
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                pkl = [n for n in zf.namelist() if n.endswith("/data.pkl")]
-                return bool(pkl) and b"vision_encoder.temporal_positional_embedding" in zf.read(min(pkl, key=len))
-    except Exception:  # unreadable: let the loader that gets it say why, in its own words
-        return False
-    return False
-
-
 def handles(name_or_path):
     """Whether load() (and not clip.load) is the loader for this name or file."""
     name = os.fspath(name_or_path)
-    return name in _MODELS or name in _RANDOM or (os.path.isfile(name) and is_viclip_file(name))
-
-
-def read_state_dict(path):
-    """{name: tensor} from a flat .safetensors file, or from a .pth holding {'model': state_dict, ...} (as ViCLIP's
-    training code saves it) or a plain state dict. torch.load runs with weights_only=True, never otherwise."""
-    if _is_safetensors(path):
-        from safetensors.torch import load_file  # a well-kept reader of the format (see requirements.txt)
-        try:
-            return load_file(path)
-        except Exception as e:
-            raise CLIPError(f"{path}: unreadable safetensors file ({type(e).__name__}: {e})") from e
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):  # pickled Python objects, not just tensors
-            raise CLIPError(
-                f"{path} holds pickled training objects besides the weights, which safe loading refuses; if you "
-                f"trust the file, save its weights alone once: python -c \"import torch; torch.save(torch.load("
-                f"'{path}', weights_only=False)['model'], 'viclip-weights.pth')\", then load viclip-weights.pth") from e
-        raise CLIPError(f"{path} is neither a .safetensors file nor a state dict saved by torch.save "
-                        f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]})") from e
-    if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
-        sd = sd["model"]  # ViCLIP's training checkpoints: {'model': state_dict, ...}
-    if not isinstance(sd, dict):
-        raise CLIPError(f"{path} holds a {type(sd).__name__}, not a state dict of ViCLIP weights")
-    return sd
+    return name in _MODELS or name in _RANDOM or (os.path.isfile(name) and weights.is_viclip_file(name))
 
 
 def load(name_or_path, device="cpu", download_root=None):
@@ -321,7 +275,7 @@ def load(name_or_path, device="cpu", download_root=None):
             path = weights.download(url, download_root or os.path.expanduser("~/.cache/clip"), None, filename)
         else:
             path = name
-        state_dict = read_state_dict(path)
+        state_dict = weights.read_viclip_state_dict(path)
         count = sum(t.numel() for t in state_dict.values())
         if name in _PARAMETERS and count != _PARAMETERS[name]:
             raise CLIPError(f"{path} holds {count:,} parameters, not the {_PARAMETERS[name]:,} of {name}: "

@@ -3,8 +3,10 @@
 download: a file from a URL into a cache folder, resumable, SHA-256 checked (OpenAI publishes each checkpoint's
 digest as its URL's folder name; for a file without a published digest the first complete download's is recorded).
 read_checkpoint: {name: tensor} from a TorchScript archive as OpenAI released CLIP (Radford et al. 2021), read as
-data by a restricted unpickler, or from a plain torch.save'd state dict. clip.load and viclip.load build on both.
-CLIPError is what they raise: one line a user can act on.
+data by a restricted unpickler, or from a plain torch.save'd state dict. read_viclip_state_dict: ViCLIP-B/16 as
+published (a flat .safetensors file, or a .pth of its training code), and is_viclip_file, which tells the two
+backbones' files apart by their tensor names. clip.load and viclip.load build on these. CLIPError is what they
+raise: one line a user can act on.
 """
 import hashlib
 import http.client
@@ -188,4 +190,55 @@ def read_checkpoint(path):
                            f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]})") from e
     if not isinstance(sd, dict):
         raise CLIPError(f"{path} holds a {type(sd).__name__}, not a state dict of CLIP weights")
+    return sd
+
+
+# ---- ViCLIP's released files (viclip.py): a flat .safetensors file, or a .pth of its training code
+def is_safetensors(path):
+    """A safetensors file starts with its header's length (8 bytes, little-endian) and then the JSON header."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") < os.path.getsize(path)
+
+
+def is_viclip_file(path):
+    """Whether the file at path holds ViCLIP weights (its tensor names), read cheaply: the safetensors header,
+    or the names in a torch.save archive's pickle (read as bytes, nothing is unpickled)."""
+    try:
+        if is_safetensors(path):
+            from safetensors import safe_open
+            with safe_open(path, "pt") as f:
+                return any(k.startswith("vision_encoder.") for k in f.keys())
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                pkl = [n for n in zf.namelist() if n.endswith("/data.pkl")]
+                return bool(pkl) and b"vision_encoder.temporal_positional_embedding" in zf.read(min(pkl, key=len))
+    except Exception:  # unreadable: let the loader that gets it say why, in its own words
+        return False
+    return False
+
+
+def read_viclip_state_dict(path):
+    """{name: tensor} from a flat .safetensors file, or from a .pth holding {'model': state_dict, ...} (as ViCLIP's
+    training code saves it) or a plain state dict. torch.load runs with weights_only=True, never otherwise."""
+    if is_safetensors(path):
+        from safetensors.torch import load_file  # a well-kept reader of the format (see requirements.txt)
+        try:
+            return load_file(path)
+        except Exception as e:
+            raise CLIPError(f"{path}: unreadable safetensors file ({type(e).__name__}: {e})") from e
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        if "weights_only" in str(e) or "Unsupported global" in str(e):  # pickled Python objects, not just tensors
+            raise CLIPError(
+                f"{path} holds pickled training objects besides the weights, which safe loading refuses; if you "
+                f"trust the file, save its weights alone once: python -c \"import torch; torch.save(torch.load("
+                f"'{path}', weights_only=False)['model'], 'viclip-weights.pth')\", then load viclip-weights.pth") from e
+        raise CLIPError(f"{path} is neither a .safetensors file nor a state dict saved by torch.save "
+                        f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]})") from e
+    if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
+        sd = sd["model"]  # ViCLIP's training checkpoints: {'model': state_dict, ...}
+    if not isinstance(sd, dict):
+        raise CLIPError(f"{path} holds a {type(sd).__name__}, not a state dict of ViCLIP weights")
     return sd

@@ -101,7 +101,7 @@ def data_worker(name, args):
         codec = write_video(path, seconds, width, height)
         length = decode.video_length(path)
         indices = decode.sample_indices(length, T, train=False)  # the single-view test's segment centres
-        reader = sys.modules.get(decode.read_frames.__module__)  # video.py counts the pictures it decodes
+        reader = sys.modules.get(decode.read_frames.__module__)  # video/decode.py counts the pictures it decodes
         before = getattr(reader, "decoded_frames", None)
         if not torch.equal(decode.read_frames(path, indices), decode_everything(path, indices)):
             raise RuntimeError("decode.read_frames differs from a full decode at the same indices")

@@ -94,7 +94,7 @@ def bf16_probe(n=256):
 # ---------------------------------------------------------------------------------------------- memory + ops
 def op_flops(name, args, out):
     """FLOPs of one aten op (2 per multiply-add), or 0 for ops that are not matmuls, convolutions or attention.
-    Attention: q k^T and weights @ v, 4 L S d per head forward, twice that backward (flops.py's convention)."""
+    Attention: q k^T and weights @ v, 4 L S d per head forward, twice that backward (bench/flops.py's convention)."""
     t = [a for a in args if isinstance(a, torch.Tensor)]
     if name == "mm":
         return 2 * t[0].shape[0] * t[0].shape[1] * t[1].shape[1]

@@ -4,7 +4,7 @@ argparse Namespace; everything below it takes plain values.
 
 resolve(args) fills what the user left to the protocol (PROTOCOLS: the paper's per-protocol settings, Sec. 4.1 of
 "Efficient Transfer Learning for Video-language Foundation Models", CVPR 2025; DEMO: the offline demo's), applies
---recipe (recipe.py), rejects bad values with one-line errors (runs.UsageError, exit status 2), and names the
+--recipe (harness/recipe.py), rejects bad values with one-line errors (runs.UsageError, exit status 2), and names the
 default run folder after every setting that changes results. data_source(args) says where the videos come from.
 """
 import json

@@ -1,7 +1,7 @@
-"""The checks of one backbone client (openclip_backbone.py or hf_backbone.py) with adapters.py, on its library's
-CLIP built with random weights (no download). tests/test_clients.py runs this source with `python -c` in a folder
-holding only copies of adapters.py and the client, which proves the two work copied alone. It imports torch,
-adapters, the client and its library, nothing of this project.
+"""The checks of one backbone client (clients/openclip_backbone.py or clients/hf_backbone.py) with adapters.py, on
+its library's CLIP built with random weights (no download). tests/test_clients.py runs this source with `python -c`
+in a folder holding only copies of adapters.py and the client, which proves the two work copied alone. It imports
+torch, adapters, the client and its library, nothing of this project.
 
 usage: python -c "$(cat client_checks.py)" {openclip,hf} CHECK [CHECK ...], CHECK one of:
   features  zeroed adapters give the library's own image features (frame mean) and text features, to 1e-5

@@ -1,4 +1,4 @@
-"""What each training step sees (batches.py, as train.py builds its loader): every item's augmentation is drawn
+"""What each training step sees (video/batches.py, as train.py builds its loader): every item's augmentation is drawn
 from (seed, epoch, index), so the same video is augmented afresh every epoch, and identically whenever the same
 epoch is read again (which is what makes --resume exact and N processes equal one)."""
 import torch
@@ -27,7 +27,8 @@ def loader_of(tmp_path):
     args = train.parse_args(tree_args(tmp_path))
     reader, lists = settings.data_source(args)
     train_set = train.training_set(args.dataset, reader, args.data_root, lists, args.protocol, args.split, args.shots,
-                                   args.seed, args.frames, 32, transforms.CLIP_MEAN, transforms.CLIP_STD)  # random-tiny's
+                                   args.seed, args.frames, 32,  # random-tiny's resolution; CLIP's mean and std
+                                   transforms.CLIP_MEAN, transforms.CLIP_STD)
     return batches.loader(train_set, args.batch_size, args.seed, args.workers, 0, 1, pin_memory=False)
 
 

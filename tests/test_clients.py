@@ -1,5 +1,6 @@
-"""Tests of the backbone clients, openclip_backbone.py and hf_backbone.py (docs/adapters.md): adapters.py and one
-client, copied alone into an empty folder, wrap that library's CLIP built with random weights (no download).
+"""Tests of the backbone clients, clients/openclip_backbone.py and clients/hf_backbone.py (docs/adapters.md):
+adapters.py and one client, copied alone into an empty folder, wrap that library's CLIP built with random weights
+(no download).
 
 Each check runs in a subprocess whose working folder holds only copies of adapters.py and the client, so nothing
 of this project can be imported there: tests/client_checks.py (run with `python -c`) for zeroed-adapter equivalence
@@ -15,7 +16,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLIENTS = {"openclip": ("open_clip", "openclip_backbone.py"), "hf": ("transformers", "hf_backbone.py")}
+CLIENTS = {"openclip": ("open_clip", "openclip_backbone.py"), "hf": ("transformers", "hf_backbone.py")}  # in clients/
 
 
 def run_alone(folder, client, code, *args):

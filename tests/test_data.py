@@ -1,5 +1,5 @@
-"""Tests for data.py and video/: exact sparse decoding, official layouts, protocol splits, broken videos, and the
-synthetic motion set. Every video is written here with PyAV; nothing is downloaded. The published ViFi-CLIP class
+"""Tests for data.py and video/decode.py: exact sparse decoding, official layouts, protocol splits, broken videos, and
+the synthetic motion set. Every video is written here with PyAV; nothing is downloaded. The published ViFi-CLIP class
 lists and split files are checked through their counts and digests in tests/fixtures/published_splits.json."""
 import hashlib
 import json

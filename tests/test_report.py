@@ -1,7 +1,8 @@
-"""report.py and compare.py pinned: predictions.csv rows equal what evaluate.evaluate scored (hand-computed view
-means of a stub's known logits, and the synthetic demo's test clips through a stub of known weights), per-class
-numbers that add up to top-1, the confusion picture, the compare table's mean and std over made-up run folders,
-one line for a folder that is no finished run, --tensorboard, and one tiny train.py run end to end.
+"""harness/report.py and harness/compare.py pinned: predictions.csv rows equal what evaluate.evaluate scored
+(hand-computed view means of a stub's known logits, and the synthetic demo's test clips through a stub of known
+weights), per-class numbers that add up to top-1, the confusion picture, the compare table's mean and std over
+made-up run folders, one line for a folder that is no finished run, --tensorboard, and one tiny train.py run end to
+end.
 
 Shape legend: B videos, V views, T frames, C classes, E embedding.
 """

@@ -20,7 +20,7 @@ start. read_frames returns exactly those pictures, but gets there cheaply:
 Pre-extracted frame folders (<video>/img_00001.jpg, ...) are read with torchvision.io instead.
 
 Sampling follows X-CLIP / ViFi-CLIP (TSN segments, sample_indices below). The clip transforms (multi-scale crop,
-flip, colour jitter, grayscale, CLIP normalisation, test crops) are in transforms.py: training augmentation is
+flip, colour jitter, grayscale, CLIP normalisation, test crops) are in video/transforms.py: training augmentation is
 split there into a geometric half (loader workers, uint8) and a photometric half (batched on the training device).
 """
 import bisect

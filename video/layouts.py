@@ -1,6 +1,6 @@
 """Where each dataset's videos and class names are: the five published datasets' official layouts, ViFi-CLIP-style
 list files, and a folder of your own videos; the published class orders (protocols.json "classes"). data.py
-builds the protocols' datasets on top of these readers (data.build_dataset), kinetics600_lists.py and verify.py
+builds the protocols' datasets on top of these readers (data.build_dataset), video/kinetics600.py and video/verify.py
 use them to find listed videos.
 
 A reader returns (class names in label order, [(path or None, label)], finder): None marks a listed video that

@@ -78,7 +78,7 @@ class SyntheticMotion(Dataset):
         clip = synthetic_clip(self.ids[label], generator, self.num_frames, size, self.train)  # (T, 3, size, size)
         if size != self.resolution:
             clip = v2.functional.resize(clip, [self.resolution, self.resolution])
-        if self.defer:  # video.photometric with these parameters is exactly self.normalise
+        if self.defer:  # transforms.photometric with these parameters is exactly self.normalise
             return (clip, no_photometric()), label
         video = self.normalise(clip)  # (T, 3, r, r)
         return (video if self.views == 1 else video.expand(self.views, *video.shape)), label

@@ -4,7 +4,7 @@ They follow X-CLIP / ViFi-CLIP, as the MSTA paper's training does ("Efficient Tr
 Video-language Foundation Models", CVPR 2025, Sec. 4.1): TSN's multi-scale crop, horizontal flip, colour jitter,
 grayscale and CLIP normalisation for training; a short-side resize and 1 or 3 crops at test. Written with
 torchvision.transforms.v2; the colour jitter is written out here so that it runs batched, each clip with its own
-draws (photometric). Which frames a clip holds is video.py's (sample_indices); data.py applies these.
+draws (photometric). Which frames a clip holds is video/decode.py's (sample_indices); data.py applies these.
 
 Shape legend: B clips, T frames, H x W pixels, r the model's resolution.
 """

@@ -1,13 +1,13 @@
 """`python data.py verify --dataset NAME --data-root DIR [--protocol P --split S | --train-list ...]`: before a
 run spends GPU hours, count what a protocol's lists expect against what is on disk and test-decode every video.
 
-Lists: the official layout's train and test parts of each split (UCF101, HMDB51: splits 1-3, or --split), the
-train and validation parts (Kinetics, SSv2), the three published zero-shot test sets (Kinetics-600, see
-kinetics600_lists.py), or the list files given (--train-list, --test-list, --novel-list). Each listed video is
-decoded to its last frame in --workers processes with the check of sequential.py (prepare.py's) (empty, no video stream, undecodable,
-or truncated: fewer than 95% of the frames its container announces decode). Results are cached per file (path,
-size, modification time) in --cache, so a second run decodes only what changed. The report (missing and
-undecodable videos, expected vs found per list) goes to --report; exit status 0 when everything is there and
+Lists: the official layout's train and test parts of each split (UCF101, HMDB51: splits 1-3, or --split), the train
+and validation parts (Kinetics, SSv2), the three published zero-shot test sets (Kinetics-600, see
+video/kinetics600.py), or the list files given (--train-list, --test-list, --novel-list). Each listed video is
+decoded to its last frame in --workers processes with the check of sequential.py (prepare.py's) (empty, no video
+stream, undecodable, or truncated: fewer than 95% of the frames its container announces decode). Results are cached
+per file (path, size, modification time) in --cache, so a second run decodes only what changed. The report (missing
+and undecodable videos, expected vs found per list) goes to --report; exit status 0 when everything is there and
 decodes, 1 otherwise, 2 for a usage error.
 """
 import argparse
