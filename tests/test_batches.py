@@ -1,6 +1,7 @@
 """What each training step sees (video/batches.py, as train.py builds its loader): every item's augmentation is drawn
 from (seed, epoch, index), so the same video is augmented afresh every epoch, and identically whenever the same
 epoch is read again (which is what makes --resume exact and N processes equal one)."""
+import pytest
 import torch
 
 import train
