@@ -91,6 +91,7 @@ def test_micro_batches_give_the_one_batch_step(backbone, temporal):
         assert_same_adapters(got_after, after, 1e-3, 1, grads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone, name", [("clip", "random-ViT-B/16"), ("viclip", "random-ViCLIP-B/16")])
 def test_micro_batches_on_b16_shapes(backbone, name):
     """The published widths and token counts (2 frames and the last two blocks adapted, to stay seconds)."""

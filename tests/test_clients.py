@@ -30,6 +30,7 @@ def run_alone(folder, client, code, *args):
                           text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("library", CLIENTS)
 def test_client_copied_alone_wraps_the_library(library, tmp_path):
     package, client = CLIENTS[library]
@@ -48,6 +49,7 @@ def doc_examples():
     return {re.search(r"^from (\w+_backbone) import", code, re.M)[1] + ".py": code for code in blocks}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("library", CLIENTS)
 def test_doc_example_runs_as_written(library, tmp_path):
     package, client = CLIENTS[library]
@@ -61,6 +63,7 @@ def test_doc_example_runs_as_written(library, tmp_path):
     assert os.path.getsize(tmp_path / "adapters.pt") > 6_900_000  # 1,744,000 fp32 adapter tensors and their keys
 
 
+@pytest.mark.slow
 def test_readme_example_runs_as_written(tmp_path):
     """The README's open_clip example (section "Use the adapters in your own project"), as written."""
     pytest.importorskip("open_clip")

@@ -173,19 +173,21 @@ def test_colour_jitter_is_a_colour_change():
 
 
 def test_train_transform_grays_a_fifth_of_the_clips_whole():
-    """ViFi-CLIP grays 20% of training clips: 200 strongly coloured clips through train_transform(224) give about
-    40 gray ones (binomial sd 5.7; the bounds are 3.5 sd, and the seeds fix the draws), each gray in every frame."""
+    """ViFi-CLIP grays 20% of training clips: 200 strongly coloured clips through train_transform(32) give about
+    40 gray ones (binomial sd 5.7), each gray in every frame."""
     mean, std = torch.tensor(transforms.CLIP_MEAN)[:, None, None], torch.tensor(transforms.CLIP_STD)[:, None, None]
     gray = 0
     for i in range(200):
         torch.manual_seed(i)
         clip = torch.zeros(3, 3, 24, 32, dtype=torch.uint8)  # (T, 3, H, W): saturated red, green, blue frames
         clip[0, 0], clip[1, 1], clip[2, 2] = 230, 230, 230
-        out = transforms.train_transform(224)(tv_tensors.Video(clip)) * std + mean  # back to [0, 1] pixels
+        out = transforms.train_transform(32)(tv_tensors.Video(clip)) * std + mean  # back to [0, 1] pixels
         flat = (out.amax(1) - out.amin(1)).flatten(1).amax(1) < 1e-3  # (T,): R = G = B everywhere in the frame
         assert flat.all() or not flat.any(), i  # one draw per clip: all frames gray, or none
         gray += int(flat.all())
-    assert 20 <= gray <= 60, gray
+    # The seeds fix the draws: 39 of 200 (counted once with this code at tag `layout`; p = 0.2 gives 40 +- 5.7, so a
+    # wrong probability, or a draw per frame, moves it).
+    assert gray == 39
 
 
 # ---------------------------------------------------------------- official layouts and protocols

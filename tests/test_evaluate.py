@@ -200,6 +200,7 @@ def test_evaluate_main_split_and_protocol_arguments(ids, tmp_path, monkeypatch, 
 
 
 # ------------------------------------------------------------------------------ a real checkpoint, real model
+@pytest.mark.slow
 def test_checkpoint_adapters_are_loaded_by_evaluate_main(tmp_path, monkeypatch):
     """The model evaluate.py --checkpoint builds gives the trained model's logits (not the frozen CLIP's, nor
     freshly initialised adapters'), and the same test accuracy as the training process's own final test."""

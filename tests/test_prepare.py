@@ -43,6 +43,7 @@ def ucf(tmp_path_factory):
     return str(d / "ucf101"), broken, len(train_list) + len(test_list)
 
 
+@pytest.mark.slow
 def test_prepare_copies_the_layout_skips_broken_and_resumes(ucf, tmp_path):
     root, broken, total = ucf
     out = tmp_path / "ucf101-256"
@@ -190,6 +191,7 @@ def motion_features(dataset):
     return torch.stack(feats), torch.tensor(labels)
 
 
+@pytest.mark.slow
 def test_accuracy_is_the_same_on_the_prepared_copy(tmp_path):
     """A nearest-class-mean classifier of frame differences, fitted on the prepared copy's training videos, tests
     the same on the original test videos as on their prepared copies. (An MSTA on the random-tiny backbone needs

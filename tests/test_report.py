@@ -222,6 +222,7 @@ def test_compare_std_is_the_one_summarize_gives(tmp_path):
     assert cell == f"{sum(values) / 3:.2f} ± {std:.2f}"
 
 
+@pytest.mark.slow
 def test_compare_skips_broken_and_unfinished_folders_with_one_line_each(tmp_path):
     good = fake_run(tmp_path / "good", 50.0, 90.0)
     broken, unfinished, empty, other = (tmp_path / n for n in ("broken", "unfinished", "empty", "other"))

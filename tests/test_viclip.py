@@ -179,6 +179,7 @@ def test_token_order_is_position_major(model):
     assert torch.allclose(z[1, 0, :4], torch.tensor(GOLDEN_CLASS_TOKEN), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_b16_shapes_match_the_reference():
     model = viclip.build_model(viclip_state_dict(B16))
     with torch.no_grad():
