@@ -282,6 +282,15 @@ def save_torchscript(sd, path):
     traced.save(str(path))
 
 
+@pytest.fixture(scope="session")
+def small_clip_file(tmp_path_factory):
+    """The path of a small random CLIP (SMALL, seed 0) saved as a plain state dict in OpenAI's names and fp16/fp32
+    mix: what a user's --clip file looks like, for the runs of train.py and evaluate.py."""
+    path = tmp_path_factory.mktemp("clip") / "clip_small.pt"
+    torch.save(random_openai_state_dict(SMALL), path)
+    return str(path)
+
+
 # ---------------------------------------------------------------- seeded ViCLIP weights in ViCLIP's own format
 # The golden numbers in test_viclip.py were made by feeding viclip_state_dict and videos to ViCLIP's reference code
 # in a scratch environment (see test_viclip.py's docstring); the tests feed the same to viclip.py.

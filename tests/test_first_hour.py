@@ -21,7 +21,7 @@ import evaluate
 import prompts
 from harness import runs
 import train
-from conftest import SMALL, random_openai_state_dict, write_video
+from conftest import write_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("PlayingCello", "walking_dog", "jump", "Surfing", "tai_chi", "YoYo")  # 6: top-5 is a real choice
@@ -59,16 +59,14 @@ def digests(folder):
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
+def tree(tmp_path_factory, small_clip_file):
     """(root, CLIP checkpoint): DIR/train/<class>/ 2 videos and DIR/test/<class>/ 1 video for 6 classes."""
     d = tmp_path_factory.mktemp("mine")
     for c, name in enumerate(CLASSES):
         for part, n in (("train", 2), ("test", 1)):
             for i in range(n):
                 write_video(str(d / "videos" / part / name / f"clip{i}.mp4"), n=12, w=48, h=40, seed=10 * c + i)
-    ckpt = d / "clip_small.pt"
-    torch.save(random_openai_state_dict(SMALL), ckpt)
-    return str(d / "videos"), str(ckpt)
+    return str(d / "videos"), small_clip_file
 
 
 def folder_args(tree, out, *extra):

@@ -19,21 +19,19 @@ import models
 import prompts
 from harness import runs, settings
 import train
-from conftest import SMALL, random_openai_state_dict, ucf101_tree, write_video
+from conftest import ucf101_tree, write_video
 from video import synthetic, transforms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def ucf(tmp_path_factory):
+def ucf(tmp_path_factory, small_clip_file):
     """(data root, CLIP checkpoint path): 3 classes x 8 groups x 2 clips; groups 1-2 are the split-1 test set."""
     d = tmp_path_factory.mktemp("ucf")
     src = write_video(str(d / "src.avi"), codec="mpeg4", n=24, w=64, h=48)
     ucf101_tree(str(d / "ucf101"), src)
-    ckpt = d / "clip_small.pt"
-    torch.save(random_openai_state_dict(SMALL), ckpt)  # a plain state dict in OpenAI's names and dtypes
-    return str(d / "ucf101"), str(ckpt)
+    return str(d / "ucf101"), small_clip_file
 
 
 def few_shot_args(ucf, out, *extra):
