@@ -23,11 +23,12 @@ times. Shared helpers and fixtures (small videos and dataset trees, tiny checkpo
 model of known logits) live in `tests/conftest.py`; the facts of the published class lists and split files travel
 as counts and digests in `tests/fixtures/`. A test skips only for a missing optional package, and says which.
 
-How we know the fast tier can fail: ten bugs were planted one at a time in a copy of the project (the temporal
-attention's softmax over the wrong axis, L_CC's temporal term dropped, views averaged as logits instead of
-probabilities, top-1 read from the second-ranked class, the harmonic mean without its factor 2, base and novel halves
-swapped, frames grouped along the wrong axes, test frames at segment starts instead of centres, the position table
-resampled with align_corners=False, an unreadable video's count dropped), and the fast tier failed for each.
+How we know the fast tier can fail: twelve bugs were planted one at a time in a copy of the project (the temporal
+attention's softmax over the wrong axis, L_CC's temporal term dropped, L_CE's labels shifted by one class, views
+averaged as logits instead of probabilities, top-1 read from the second-ranked class, the harmonic mean without its
+factor 2, base and novel halves swapped, HMDB51's train and test tags swapped, frames grouped along the wrong axes,
+test frames at segment starts instead of centres, the position table resampled with align_corners=False, an
+unreadable video's count dropped), and the fast tier failed for each.
 """
 
 
