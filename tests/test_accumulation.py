@@ -106,6 +106,7 @@ def test_attention_module_same_in_micro_batches(backbone):
             assert (got_after[k] - after[k]).abs().max() <= 1e-5 * after[k].abs().max() + 1e-7, k
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone, name", [("clip", "random-ViT-B/16"), ("viclip", "random-ViCLIP-B/16")])
 def test_micro_batches_on_b16_shapes(backbone, name):
     """The published widths and token counts (2 frames and the last two blocks adapted, to stay seconds)."""
@@ -201,6 +202,7 @@ def adapters_of(run):
     return torch.load(os.path.join(run, "checkpoint.pt"), weights_only=True)["adapters"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip_name, temporal", [("random-tiny", "conv"), ("random-ViCLIP-tiny", "attn")])
 def test_train_py_micro_batches_and_checkpointing_match(tmp_path, clip_name, temporal):
     whole = tmp_path / "whole"
@@ -211,6 +213,7 @@ def test_train_py_micro_batches_and_checkpointing_match(tmp_path, clip_name, tem
     assert "micro-batches: 3 video(s) per pass, 3 passes" in (tmp_path / "micro" / "log.txt").read_text()
 
 
+@pytest.mark.slow
 def test_resume_with_micro_batches_is_exact(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     train.main(train_args(whole, "--micro-batch", "2", "--epochs", "3"))
@@ -224,6 +227,7 @@ def test_resume_with_micro_batches_is_exact(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_with_micro_batches_match_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = train_args(tmp_path / "x")[:-2]

@@ -1,12 +1,13 @@
 """What each training step sees (video/batches.py, as train.py builds its loader): every item's augmentation is drawn
 from (seed, epoch, index), so the same video is augmented afresh every epoch, and identically whenever the same
 epoch is read again (which is what makes --resume exact and N processes equal one)."""
+import pytest
 import torch
 
 import train
 from harness import settings
 from video import batches, transforms
-from video_fixtures import write_video
+from conftest import write_video
 
 CLASSES = ("archery", "bowling", "juggling")
 
@@ -57,6 +58,7 @@ def test_each_epoch_augments_every_video_afresh(tmp_path):
     assert not any(same(first[i], second[i]) for i in first)
 
 
+@pytest.mark.slow
 def test_train_py_gives_each_epoch_its_own_draws(tmp_path, monkeypatch):
     """The same through a real two-epoch train.py run: the keys it hands its items carry the epoch, and every
     video's second-epoch clip differs from its first."""

@@ -16,6 +16,7 @@ from bench import tables  # noqa: E402
 import benchmark  # noqa: E402
 import losses  # noqa: E402
 from bench.flops import mm  # noqa: E402
+from conftest import math_attention  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def keep_threads():
@@ -29,6 +30,7 @@ TRAIN_FIELDS = ("time_s", "times_s", "peak_bytes", "memory_measure", "flops", "f
                 "trainable_params", "label", "ceiling")
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_field(tmp_path, capsys):
     out = tmp_path / "benchmark.json"
     benchmark.main(["--quick", "--output", str(out), "--markdown"])
@@ -82,6 +84,7 @@ def test_quick_run_writes_every_field(tmp_path, capsys):
     assert again["train"].keys() == r["train"].keys() and "1. ceiling" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_without_native_bf16_the_bf16_rows_are_skipped_and_said(tmp_path, monkeypatch, capsys):
     """A CPU without avx512_bf16/amx_bf16 emulates bf16 (minutes a step): no bf16 row, no bf16 ceiling, no bf16
     memory row, and the table says why. Forced here with the override, on any machine."""
@@ -107,6 +110,7 @@ def test_native_bf16_detection(monkeypatch):
     assert native_bf16(torch.device("cpu")) == (True, "BENCHMARK_NATIVE_BF16=1")
 
 
+@pytest.mark.slow
 def test_memory_rows_add_up(tmp_path):
     """The memory table's model of a step at B videos, fixed + B x per clip: per clip is what each more video
     adds to the step's measured peak, and the sum never falls short of it (fixed counts the text branch's
@@ -136,6 +140,7 @@ def test_memory_rows_add_up(tmp_path):
     assert (peaks[16] - peaks[8]) / 8 == pytest.approx(plain["per_clip_bytes"], rel=0.05)
 
 
+@pytest.mark.slow
 def test_worker_answers_with_one_json_line(tmp_path):
     proc = subprocess.run([sys.executable, "benchmark.py", "--worker", "msta-few-shot", "--quick",
                            "--cache-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -145,12 +150,7 @@ def test_worker_answers_with_one_json_line(tmp_path):
     assert row["peak_bytes"] > 0 and len(row["times_s"]) == 1  # the training step allocates; --quick: 1 step
 
 
-def math_attention(q, k, v, attn_mask=None):
-    """softmax(q k^T / sqrt(d) + mask) v in plain matmuls, which torch's FLOP counter sees (its CPU kernel not)."""
-    w = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
-    return (w if attn_mask is None else w + attn_mask).softmax(-1) @ v
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["msta-few-shot", "msta-largest", "full-ft", "vit", "off-all", "off-cache"])
 def test_flop_counts_equal_torch_counter(name, monkeypatch, tmp_path):
     from torch.utils.flop_counter import FlopCounterMode
@@ -166,6 +166,7 @@ def test_flop_counts_equal_torch_counter(name, monkeypatch, tmp_path):
     assert abs(counter.get_total_flops() - facts["flops"] - logits) <= 1e-6 * facts["flops"]
 
 
+@pytest.mark.slow
 def test_ablation_changes_cost_not_result(tmp_path):
     args = benchmark.parse_args(["--quick", "--cache-dir", str(tmp_path)])
     reference = benchmark.build_train_step("msta-few-shot", args)[0]

@@ -14,7 +14,6 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
-from collections import OrderedDict
 
 import pytest
 import torch
@@ -22,6 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root: our clip.py
 import clip  # noqa: E402
 import weights  # noqa: E402
+from conftest import SMALL, openai_shapes, random_openai_state_dict, save_torchscript  # noqa: E402
 
 # (embed, resolution, vision layers, vision width, patch, context, vocab, text width, text layers) of the published
 # ViTs, written out here independently of clip.py; heads are width // 64 in all of them.
@@ -31,73 +31,6 @@ PUBLISHED = {
     "ViT-L/14": (768, 224, 24, 1024, 14, 77, 49408, 768, 12),
     "ViT-L/14@336px": (768, 336, 24, 1024, 14, 77, 49408, 768, 12),
 }
-SMALL = (64, 32, 2, 128, 8, 77, 49408, 128, 2)  # 2 heads of 64 per tower, N = 1 + 4^2 = 17 tokens
-
-
-def openai_shapes(embed, res, v_layers, v_width, patch, ctx, vocab, t_width, t_layers):
-    """OpenAI's state-dict keys, in the released checkpoints' order, with their shapes."""
-    def blocks(prefix, width, layers):
-        for i in range(layers):
-            p = f"{prefix}resblocks.{i}."
-            yield from [(p + "attn.in_proj_weight", (3 * width, width)), (p + "attn.in_proj_bias", (3 * width,)),
-                        (p + "attn.out_proj.weight", (width, width)), (p + "attn.out_proj.bias", (width,)),
-                        (p + "ln_1.weight", (width,)), (p + "ln_1.bias", (width,)),
-                        (p + "mlp.c_fc.weight", (4 * width, width)), (p + "mlp.c_fc.bias", (4 * width,)),
-                        (p + "mlp.c_proj.weight", (width, 4 * width)), (p + "mlp.c_proj.bias", (width,)),
-                        (p + "ln_2.weight", (width,)), (p + "ln_2.bias", (width,))]
-    return OrderedDict([
-        ("positional_embedding", (ctx, t_width)), ("text_projection", (t_width, embed)), ("logit_scale", ()),
-        ("visual.class_embedding", (v_width,)), ("visual.positional_embedding", ((res // patch) ** 2 + 1, v_width)),
-        ("visual.proj", (v_width, embed)), ("visual.conv1.weight", (v_width, 3, patch, patch)),
-        ("visual.ln_pre.weight", (v_width,)), ("visual.ln_pre.bias", (v_width,)),
-        *blocks("visual.transformer.", v_width, v_layers),
-        ("visual.ln_post.weight", (v_width,)), ("visual.ln_post.bias", (v_width,)),
-        *blocks("transformer.", t_width, t_layers),
-        ("token_embedding.weight", (vocab, t_width)), ("ln_final.weight", (t_width,)), ("ln_final.bias", (t_width,)),
-    ])
-
-
-def is_fp16_in_release(key):
-    """OpenAI's released weights are fp16 for convolutions, linear layers and projections, fp32 for the rest."""
-    return (key.endswith(("in_proj_weight", "in_proj_bias", "proj", "text_projection", "conv1.weight"))
-            or ".mlp." in key or ".out_proj." in key)
-
-
-def random_openai_state_dict(cfg, seed=0):
-    """A random CLIP state dict in OpenAI's exact format: their names, order and fp16/fp32 mix."""
-    g = torch.Generator().manual_seed(seed)
-    sd = OrderedDict()
-    for key, shape in openai_shapes(*cfg).items():
-        if key.endswith(("ln_1.weight", "ln_2.weight", "ln_pre.weight", "ln_post.weight", "ln_final.weight")):
-            t = 1 + 0.1 * torch.randn(shape, generator=g)
-        elif key == "logit_scale":
-            t = torch.tensor(4.6052)  # log(100), the released models' value
-        else:  # fan-in scaled so activations stay O(1) through the layers
-            std = 0.02 if key.endswith("bias") or len(shape) < 2 else shape[-1] ** -0.5
-            t = std * torch.randn(shape, generator=g)
-        sd[key] = t.half() if is_fp16_in_release(key) else t
-    return sd
-
-
-def save_torchscript(sd, path):
-    """Trace a CLIP holding sd's fp16/fp32 weights and save it as OpenAI's released .pt files are: a TorchScript
-    archive whose state also holds 0-d input_resolution, context_length and vocab_size, and no causal mask."""
-    model = clip.build_model(sd)
-    for name, p in model.named_parameters():
-        p.data = p.data.to(sd[name].dtype)  # back to the release's fp16/fp32 mix
-    model.attn_mask = model._buffers.pop("attn_mask")  # a plain attribute: tracing bakes it in as a constant
-    del model.context_length, model.vocab_size  # these names become tensors, as in OpenAI's archive
-    res = model.visual.input_resolution
-    for name, value in (("input_resolution", res), ("context_length", 77), ("vocab_size", 49408)):
-        model.register_buffer(name, torch.tensor(value))
-    images, tokens = torch.randn(2, 3, res, res).half(), clip.tokenize(["a dog", "a cat"])
-    with warnings.catch_warnings():  # the tracer's notes on the text trimming: the graph is never run here
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace_module(model, {"forward": (images, tokens), "encode_image": (images,),
-                                                "encode_text": (tokens,)}, check_trace=False)
-    traced.save(str(path))
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """(state dict, path of the TorchScript archive, path of the plain state dict) of one small random CLIP."""

@@ -1,6 +1,6 @@
 """The description files: every class of every dataset has 4 + 4 distinct, specific sentences that fit CLIP's
 context, and both our format and the authors' published one load through prompts.load_descriptions."""
-import csv
+import hashlib
 import json
 import os
 import re
@@ -15,10 +15,10 @@ from video import layouts
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDER = os.path.join(ROOT, "descriptions")
 COUNTS = {"ucf101": 101, "hmdb51": 51, "k400": 400, "k600": 600, "ssv2": 174}
-# The published class lists (ViFi-CLIP's label CSVs), present beside the checkout in CI and development.
-REFERENCE = os.path.join(os.path.dirname(ROOT), "shared", "reference", "vifi-clip-labels")
-PUBLISHED = {"ucf101": "ucf_101_labels.csv", "hmdb51": "hmdb_51_labels.csv", "k400": "kinetics_400_labels.csv",
-             "k600": "kinetics_600_labels.csv", "ssv2": "ssv2_labels.csv"}
+# The published class lists (ViFi-CLIP's label CSVs) as count, sha256 and a few names: tests/fixtures.
+with open(os.path.join(ROOT, "tests", "fixtures", "published_orders.json")) as f:
+    ORDERS = json.load(f)
+ORDER_KEY = {"ucf101": "ucf101", "hmdb51": "hmdb51", "k400": "kinetics400", "k600": "kinetics600", "ssv2": "ssv2"}
 
 
 def load(name):
@@ -60,18 +60,11 @@ def test_kinetics600_reuses_kinetics400_sentences():
     assert len(new) == 232
 
 
-def published_names(name):
-    with open(os.path.join(REFERENCE, PUBLISHED[name]), newline="") as f:
-        names = [row["name"] for row in csv.DictReader(f)]
-    if name == "ucf101":
-        names = [re.sub(r"(?<=[a-z])(?=[A-Z])", " ", n) for n in names]  # published: CamelCase; ours: words
-    return names
-
-
-@pytest.mark.skipif(not os.path.isdir(REFERENCE), reason="published class lists not beside the checkout")
 @pytest.mark.parametrize("name", sorted(COUNTS))
 def test_keys_are_the_published_classes_in_order(name):
-    assert list(load(name)) == published_names(name)
+    keys, want = list(load(name)), ORDERS[ORDER_KEY[name]]
+    assert len(keys) == want["count"] and all(keys[int(i)] == c for i, c in want["at"].items())
+    assert hashlib.sha256("\n".join(keys).encode()).hexdigest() == want["sha256"]
 
 
 def test_protocol_class_sets_are_covered():

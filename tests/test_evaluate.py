@@ -3,13 +3,12 @@ against hand-computed values, the right split's videos and frames, the protocol 
 population std over splits that differ, base-to-novel HM of the seed-averaged accuracies), and a checkpoint's
 adapters really loaded by `evaluate.py --checkpoint`.
 
-The stub reads back which video and which frames it was served (tests/video_fixtures.py's id videos carry both in
+The stub reads back which video and which frames it was served (conftest.py's id videos carry both in
 their colours), and answers logits from a table the test writes by hand. Shape legend: B videos, V views, T frames,
 C classes, E embedding.
 """
 import argparse
 import json
-import types
 
 import pytest
 import torch
@@ -24,81 +23,8 @@ import prompts
 from harness import runs
 from harness import settings
 import train
-from video_fixtures import ID_BASE, ID_STEP, read_ids, ucf101_id_tree
+from conftest import CLASSES, TABLE, Items, Stub, table_answer, ucf101_id_tree
 from video import synthetic
-from video import transforms
-
-RES = 16  # the stub's "input resolution": what the datasets resize to
-CLASSES = ["Alpha", "Beta", "Gamma", "Delta", "Epsilon", "Zeta", "Eta"]  # 7 > 5 classes, so top-5 can miss
-
-
-class Stub(torch.nn.Module):
-    """MSTA's evaluation interface with known answers: encode_video reads (video id, first frame) from the pixels,
-    logits looks the answer up in answer(video id, first frame index, C) -> (C,) logits."""
-
-    def __init__(self, answer, read=True):
-        super().__init__()
-        self.answer, self.read, self.served, self.text_sizes, self.texts = answer, read, [], [], []
-        self.clip = types.SimpleNamespace(visual=types.SimpleNamespace(input_resolution=RES))
-
-    def encode_text(self, tokens):
-        self.text_sizes.append(len(tokens))
-        self.texts.append(tokens)
-        return torch.zeros(len(tokens), 1)  # (C, E)
-
-    def encode_video(self, videos):
-        if not self.read:  # not id videos: answer as video 0, view 0
-            return torch.zeros(len(videos), 2)
-        ids = [read_ids(v) for v in videos]  # videos (n, T, 3, H, W), n = B*V
-        self.served += ids
-        return torch.tensor([[vid, frames[0]] for vid, frames in ids], dtype=torch.float32)  # (n, 2)
-
-    def logits(self, features, text):
-        return torch.stack([self.answer(int(v), int(f), len(text)) for v, f in features])  # (n, C)
-
-    def load_trainable_state_dict(self, state_dict):
-        self.loaded = state_dict
-
-
-def flat_clip(vid, first_frame, T=2):
-    """A normalised (T, 3, RES, RES) clip of flat frames carrying vid and frame indices first_frame, +1, ..."""
-    rgb = torch.tensor([[ID_BASE + ID_STEP * vid, ID_BASE + ID_STEP * (first_frame + t), 128] for t in range(T)])
-    x = rgb.float()[:, :, None, None].expand(T, 3, RES, RES) / 255  # (T, 3, H, W)
-    return (x - torch.tensor(transforms.CLIP_MEAN)[:, None, None]) / torch.tensor(transforms.CLIP_STD)[:, None, None]
-
-
-class Items(torch.utils.data.Dataset):
-    """In-memory test set: item i is video i with V views, view v starting at frame v (the stub's view index)."""
-
-    def __init__(self, labels, views):
-        self.labels, self.views, self.classnames, self.skipped = labels, views, CLASSES, 0
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        clips = torch.stack([flat_clip(i, v) for v in range(self.views)])  # (V, T, 3, H, W)
-        return (clips if self.views > 1 else clips[0]), self.labels[i]
-
-
-# Per test video: (label, logits of view 0, logits of view 1), over the 7 classes; hand-checked outcomes:
-RANKED = [6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]  # class c ranked c + 1
-TABLE = [
-    # video 0: softmax per view then sum -> class 0 (1.0 + 0.0); the sum of raw logits -> class 1 (15 vs -10)
-    (0, [20.0, 0, 0, 0, 0, 0, 0], [-30.0, 15.0, 14.9, 0, 0, 0, 0]),
-    (5, RANKED, RANKED),                                      # video 1: label ranked 6th: top-1 and top-5 miss
-    (4, RANKED, RANKED),                                      # video 2: label ranked 5th: top-5 hit only
-    (1, RANKED, RANKED),                                      # video 3: label ranked 2nd: top-5 hit only
-    (6, [0, 0, 0, 0, 0, 0, 10.0], [0, 0, 0, 0, 0, 0, 10.0]),  # video 4: a hit
-    (2, [0, 0, 10.0, 0, 0, 0, 0], [3.0, 0, 0, 0, 0, 0, 0]),   # video 5: a hit (view 0 sure, view 1 unsure)
-]
-# Hits: top-1 videos 0, 4, 5 -> 3/6; top-5 all but video 1 -> 5/6.
-
-
-def table_answer(vid, view, C):
-    assert C == len(CLASSES)
-    return torch.tensor(TABLE[vid][1 + view])
-
 
 @pytest.mark.parametrize("batch_size", [1, 3, 4])
 def test_multi_view_scores_top1_top5_against_hand_values(batch_size):
@@ -274,6 +200,7 @@ def test_evaluate_main_split_and_protocol_arguments(ids, tmp_path, monkeypatch, 
 
 
 # ------------------------------------------------------------------------------ a real checkpoint, real model
+@pytest.mark.slow
 def test_checkpoint_adapters_are_loaded_by_evaluate_main(tmp_path, monkeypatch):
     """The model evaluate.py --checkpoint builds gives the trained model's logits (not the frozen CLIP's, nor
     freshly initialised adapters'), and the same test accuracy as the training process's own final test."""

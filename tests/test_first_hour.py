@@ -21,8 +21,7 @@ import evaluate
 import prompts
 from harness import runs
 import train
-from test_clip import SMALL, random_openai_state_dict
-from video_fixtures import write_video
+from conftest import write_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("PlayingCello", "walking_dog", "jump", "Surfing", "tai_chi", "YoYo")  # 6: top-5 is a real choice
@@ -60,16 +59,14 @@ def digests(folder):
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
+def tree(tmp_path_factory, small_clip_file):
     """(root, CLIP checkpoint): DIR/train/<class>/ 2 videos and DIR/test/<class>/ 1 video for 6 classes."""
     d = tmp_path_factory.mktemp("mine")
     for c, name in enumerate(CLASSES):
         for part, n in (("train", 2), ("test", 1)):
             for i in range(n):
                 write_video(str(d / "videos" / part / name / f"clip{i}.mp4"), n=12, w=48, h=40, seed=10 * c + i)
-    ckpt = d / "clip_small.pt"
-    torch.save(random_openai_state_dict(SMALL), ckpt)
-    return str(d / "videos"), str(ckpt)
+    return str(d / "videos"), small_clip_file
 
 
 def folder_args(tree, out, *extra):
@@ -87,6 +84,7 @@ def trained(tree, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_folder_dataset_trains_and_evaluates(trained, capsys):
     out, result = trained
     saved = json.loads((out / "results.json").read_text())
@@ -103,6 +101,7 @@ def test_folder_dataset_trains_and_evaluates(trained, capsys):
     assert str(out / "eval-folder-full" / "results.md") in ev.stdout
 
 
+@pytest.mark.slow
 def test_the_screen_says_where_everything_is(trained):
     out, result = trained
     for name in ("results.md", "results.json", "checkpoint.pt", "history.csv", "log.txt"):
@@ -117,6 +116,7 @@ def test_the_screen_says_where_everything_is(trained):
     assert set(vars(parsed)) - {"classnames"} <= set(saved["args"])
 
 
+@pytest.mark.slow
 def test_history_csv_and_curves(trained):
     out, _ = trained
     with open(out / "history.csv", newline="") as f:
@@ -140,6 +140,7 @@ def test_curves_are_skipped_without_matplotlib(tmp_path, monkeypatch):
     assert back[0]["test_top1"] == "" and back[1]["test_top1"] == "25"
 
 
+@pytest.mark.slow
 def test_a_second_run_never_writes_over_the_first(trained, tree, tmp_path, capsys):
     out, _ = trained
     before = digests(out)
@@ -157,6 +158,7 @@ def test_a_second_run_never_writes_over_the_first(trained, tree, tmp_path, capsy
     assert (partial / "log.txt").read_text() == "an earlier run's log\n"
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_old_run(trained, tree, tmp_path, capsys):
     out, _ = trained
     copy = tmp_path / "copy"
@@ -175,6 +177,7 @@ def test_overwrite_replaces_the_old_run(trained, tree, tmp_path, capsys):
     assert not (copy / "eval-folder-full").exists() and (copy / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_evaluate_never_writes_over_results(trained, tmp_path, capsys):
     out, _ = trained
     target = tmp_path / "eval"
@@ -210,20 +213,37 @@ BAD_EVALUATE = {  # name: evaluate.py arguments after the run folder (RUN) and a
 }
 
 
-@pytest.mark.parametrize("name", BAD_EVALUATE)
-def test_evaluate_bad_arguments_are_one_line_and_exit_2(trained, tmp_path, name, capsys, monkeypatch):
-    out, _ = trained
-    monkeypatch.chdir(tmp_path)  # a default output folder, were one ever made, lands here
+@pytest.fixture(scope="module")
+def one_epoch(tree, tmp_path_factory):
+    """A finished run on the folder tree (1 epoch), trained in this process: the run folder."""
+    out = tmp_path_factory.mktemp("runs") / "one-epoch"
+    train.main(folder_args(tree, out, "--epochs", "1", "--eval-every", "0")[1:])
+    return out
+
+
+def bad_evaluate(out, tmp_path, name):
     (tmp_path / "a.mp4").write_bytes(b"")
-    args = [str(out) if a == "RUN" else a.replace("TMP", str(tmp_path)) for a in BAD_EVALUATE[name]]
-    # A few as typed on the command line; the rest through the same entry point in this process (faster).
-    if name in ("dataset-spelling", "protocol-spelling", "video-missing"):
-        one_error_line(run("evaluate.py", "--workers", "0", *args))
-    else:
-        one_error_line(call(evaluate, ["--workers", "0", *args], capsys))
+    return [str(out) if a == "RUN" else a.replace("TMP", str(tmp_path)) for a in BAD_EVALUATE[name]]
+
+
+@pytest.mark.parametrize("name", BAD_EVALUATE)
+def test_evaluate_bad_arguments_are_one_line_and_exit_2(one_epoch, tmp_path, name, capsys, monkeypatch):
+    """Through evaluate.run(argv), the function `python evaluate.py ARGV` runs, in this process."""
+    monkeypatch.chdir(tmp_path)  # a default output folder, were one ever made, lands here
+    one_error_line(call(evaluate, ["--workers", "0", *bad_evaluate(one_epoch, tmp_path, name)], capsys))
+    assert not any(n.startswith("eval-") for n in os.listdir(one_epoch))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dataset-spelling", "protocol-spelling", "video-missing"])
+def test_evaluate_bad_arguments_as_typed_are_one_line_and_exit_2(trained, tmp_path, name, monkeypatch):
+    out, _ = trained
+    monkeypatch.chdir(tmp_path)
+    one_error_line(run("evaluate.py", "--workers", "0", *bad_evaluate(out, tmp_path, name)))
     assert not any(n.startswith("eval-") and n != "eval-folder-full" for n in os.listdir(out))
 
 
+@pytest.mark.slow
 def test_video_prints_the_top5_classes(trained, tmp_path, capsys):
     out, _ = trained
     videos = [write_video(str(tmp_path / "new.mkv"), codec="mpeg4", n=20, w=56, h=44, seed=99),
@@ -247,6 +267,7 @@ def test_video_prints_the_top5_classes(trained, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["broken.mp4", "new.mkv", "other.mp4"]  # --video writes nothing
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
     """A real SIGINT, sent by the run to itself at a known point (right after epoch 1's checkpoint and history.csv,
     the last thing an epoch writes), so the verdict never depends on how fast the machine is."""
@@ -338,6 +359,7 @@ def test_no_issue_numbers_in_user_facing_text(capsys):
     assert not re.search(r"issue \d", open(os.path.join(ROOT, "benchmark.py")).read(), re.I)  # its printed text
 
 
+@pytest.mark.slow
 def test_folder_dataset_with_descriptions_uses_l_cc(tree, tmp_path):
     names = ["Playing Cello", "Surfing", "Yo Yo", "jump", "tai chi", "walking dog"]
     table = {n: {"spatial": [f"a frame of {n}.", f"{n}, seen once."],
@@ -355,6 +377,7 @@ def test_folder_dataset_with_descriptions_uses_l_cc(tree, tmp_path):
     assert not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow
 def test_a_small_tree_with_val_and_the_default_batch(tree, tmp_path):
     """Kinetics-style val/ instead of test/, and fewer videos than the default batch of 32: the batch becomes
     all the training videos, and the log says so."""

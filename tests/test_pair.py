@@ -28,7 +28,7 @@ import viclip
 import weights
 from harness import runs
 from pair_checks import library_model
-from test_clip import SMALL, openai_shapes, random_openai_state_dict
+from conftest import SMALL, openai_shapes, random_openai_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENTS = {"openclip": ("open_clip", "openclip_backbone.py"), "hf": ("transformers", "hf_backbone.py")}

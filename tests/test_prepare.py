@@ -18,7 +18,7 @@ import prepare
 import train
 from video import transforms
 from video import decode
-from video_fixtures import full_decode, ucf101_tree, write_video
+from conftest import full_decode, ucf101_tree, write_video
 from video import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +43,7 @@ def ucf(tmp_path_factory):
     return str(d / "ucf101"), broken, len(train_list) + len(test_list)
 
 
+@pytest.mark.slow
 def test_prepare_copies_the_layout_skips_broken_and_resumes(ucf, tmp_path):
     root, broken, total = ucf
     out = tmp_path / "ucf101-256"
@@ -190,6 +191,7 @@ def motion_features(dataset):
     return torch.stack(feats), torch.tensor(labels)
 
 
+@pytest.mark.slow
 def test_accuracy_is_the_same_on_the_prepared_copy(tmp_path):
     """A nearest-class-mean classifier of frame differences, fitted on the prepared copy's training videos, tests
     the same on the original test videos as on their prepared copies. (An MSTA on the random-tiny backbone needs
@@ -212,6 +214,7 @@ def test_accuracy_is_the_same_on_the_prepared_copy(tmp_path):
     assert abs(top1["original"] - top1["prepared"]) <= 100 * 2 / 32, top1  # at most 2 of the 32 videos differ
 
 
+@pytest.mark.slow
 def test_persistent_workers_train_exactly_as_one_process(ucf, tmp_path):
     """Two persistent loader workers (uint8 clips, photometric half in the main process) give bit-identical
     adapters to loading in the main process: every epoch's draws reach the workers with the indices. One torch

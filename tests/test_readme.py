@@ -131,3 +131,12 @@ def test_call_order_map_names_real_symbols():
             module, symbol = "MSTA", f"MSTA.{symbol}"
         names = defined(homes[module])
         assert symbol in names or symbol.split(".")[0] in names, f"{module}.{symbol} is not in {homes[module]}"
+
+
+def test_tests_page_is_written_from_the_test_files():
+    """docs/tests.md is what `python tests/tests_md.py` writes from the test files' docstrings and markers."""
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, os.path.join("tests", "tests_md.py"), "--check"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

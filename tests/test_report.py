@@ -24,7 +24,7 @@ from harness import report
 from harness import runs
 from harness import settings
 import train
-from test_evaluate import CLASSES, TABLE, Items, Stub, table_answer
+from conftest import CLASSES, TABLE, Items, Stub, table_answer
 from video import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +49,7 @@ class Holes(Items):
 # ----------------------------------------------------------------------------- predictions.csv, per class
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_predictions_are_the_view_means_that_were_scored(tmp_path, batch_size):
-    """TABLE's two views per video (test_evaluate.py): each row's probabilities are the mean of the two views'
+    """TABLE's two views per video (conftest.py): each row's probabilities are the mean of the two views'
     softmaxes, its top-5 their ranking, and video 3 (unreadable) is listed as such, unscored."""
     labels = [row[0] for row in TABLE]
     result = evaluate.evaluate(Stub(table_answer), Holes(labels, views=2, hole=3), torch.device("cpu"),
@@ -254,6 +254,7 @@ def test_compare_std_is_the_one_summarize_gives(tmp_path):
     assert cell == f"{sum(values) / 3:.2f} ± {std:.2f}"
 
 
+@pytest.mark.slow
 def test_compare_skips_broken_and_unfinished_folders_with_one_line_each(tmp_path):
     good = fake_run(tmp_path / "good", 50.0, 90.0)
     broken, unfinished, empty, other = (tmp_path / n for n in ("broken", "unfinished", "empty", "other"))
@@ -307,6 +308,7 @@ def tiny_run(folder, seed, *extra):
                        "--workers", "0", "--seed", str(seed), "--output", str(folder), *extra])
 
 
+@pytest.mark.slow
 def test_train_writes_reports_that_agree_with_the_printed_top1(tmp_path, capsys):
     tiny_run(tmp_path / "seed0", 0)
     printed = capsys.readouterr().out
@@ -332,6 +334,7 @@ def test_train_writes_reports_that_agree_with_the_printed_top1(tmp_path, capsys)
     assert header[:3] == ["#", "seed", "n"] and row[1:3] == ["0, 1", "2"]
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_every_step_and_the_final_test(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -19,22 +19,19 @@ import models
 import prompts
 from harness import runs, settings
 import train
-from test_clip import SMALL, random_openai_state_dict
-from video_fixtures import ucf101_tree, write_video
+from conftest import ucf101_tree, write_video
 from video import synthetic, transforms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def ucf(tmp_path_factory):
+def ucf(tmp_path_factory, small_clip_file):
     """(data root, CLIP checkpoint path): 3 classes x 8 groups x 2 clips; groups 1-2 are the split-1 test set."""
     d = tmp_path_factory.mktemp("ucf")
     src = write_video(str(d / "src.avi"), codec="mpeg4", n=24, w=64, h=48)
     ucf101_tree(str(d / "ucf101"), src)
-    ckpt = d / "clip_small.pt"
-    torch.save(random_openai_state_dict(SMALL), ckpt)  # a plain state dict in OpenAI's names and dtypes
-    return str(d / "ucf101"), str(ckpt)
+    return str(d / "ucf101"), small_clip_file
 
 
 def few_shot_args(ucf, out, *extra):
@@ -43,6 +40,7 @@ def few_shot_args(ucf, out, *extra):
             "--rank", "8", "--frames", "4", "--batch-size", "2", "--workers", "0", "--output", str(out), *extra]
 
 
+@pytest.mark.slow
 def test_few_shot_end_to_end_then_evaluate(ucf, tmp_path):
     out = tmp_path / "run"
     results = train.main(few_shot_args(ucf, out, "--epochs", "2", "--eval-every", "1", "--clips", "2",
@@ -66,6 +64,7 @@ def test_few_shot_end_to_end_then_evaluate(ucf, tmp_path):
     assert again["rows"][0]["videos"] == 12
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_is_exact(ucf, tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     train.main(few_shot_args(ucf, whole, "--epochs", "3", "--eval-every", "0", "--clips", "1", "--crops", "1"))
@@ -89,6 +88,7 @@ def run(args, env=None):
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one(tmp_path):
     # 4 clips per class (the demo's 128 would make this a minute): 4 steps of 8 per epoch.
     common = ["--dataset", "synthetic", "--clip", "random-tiny", "--shots", "4", "--epochs", "2",
@@ -107,30 +107,53 @@ def test_torchrun_two_processes_match_one(tmp_path):
     assert h1["top1"] == pytest.approx(h2["top1"])
 
 
-@pytest.mark.parametrize("make_args", [
-    lambda ucf, d: ["train.py", "--dataset", "nope"],
-    lambda ucf, d: ["train.py", "--dataset", "ucf101", "--shots", "0"],
-    lambda ucf, d: few_shot_args(ucf, d)[:4] + ["--shots", "99", "--clip", ucf[1], "--blocks", "1-2"],
-    lambda ucf, d: ["train.py", "--dataset", "ucf101", "--data-root", str(d / "absent"), "--shots", "2",
-                    "--clip", "random-tiny"],
-    lambda ucf, d: ["train.py", "--dataset", "synthetic", "--clip", str(d / "garbage.pt")],
-    lambda ucf, d: ["evaluate.py", "--checkpoint", str(d / "garbage.pt")],
-], ids=["unknown-dataset", "zero-shots", "too-many-shots", "missing-root", "bad-clip", "bad-checkpoint"])
-def test_bad_arguments_are_one_line_and_exit_2(ucf, tmp_path, make_args):
+BAD_ARGUMENTS = {
+    "unknown-dataset": lambda ucf, d: ["train.py", "--dataset", "nope"],
+    "zero-shots": lambda ucf, d: ["train.py", "--dataset", "ucf101", "--shots", "0"],
+    "too-many-shots": lambda ucf, d: few_shot_args(ucf, d)[:4] + ["--shots", "99", "--clip", ucf[1], "--blocks", "1-2"],
+    "missing-root": lambda ucf, d: ["train.py", "--dataset", "ucf101", "--data-root", str(d / "absent"), "--shots",
+                                    "2", "--clip", "random-tiny"],
+    "bad-clip": lambda ucf, d: ["train.py", "--dataset", "synthetic", "--clip", str(d / "garbage.pt")],
+    "bad-checkpoint": lambda ucf, d: ["evaluate.py", "--checkpoint", str(d / "garbage.pt")],
+}
+
+
+def bad_arguments(ucf, tmp_path, name):
+    """The command line of BAD_ARGUMENTS[name], its output folder inside tmp_path."""
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
-    args = make_args(ucf, tmp_path)
+    args = BAD_ARGUMENTS[name](ucf, tmp_path)
     if args[0] != "train.py" and args[0] != "evaluate.py":
         args = ["train.py", *args]
     if args[0] == "train.py" and "--output" not in args:
         args += ["--output", str(tmp_path / "run")]  # never the repository's runs/, whatever the command
-    result = run(args)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    return args
+
+
+def assert_one_error_line(returncode, stderr, tmp_path):
+    assert returncode == 2, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), stderr
     assert not (tmp_path / "run").exists()  # a failed command writes nothing
 
 
+@pytest.mark.parametrize("name", BAD_ARGUMENTS)
+def test_bad_arguments_are_one_line_and_exit_2(ucf, tmp_path, name, capsys):
+    """Through run(argv), the function `python train.py ARGV` / `python evaluate.py ARGV` runs, in this process."""
+    args = bad_arguments(ucf, tmp_path, name)
+    with pytest.raises(SystemExit) as stop:
+        (train if args[0] == "train.py" else evaluate).run(args[1:])
+    assert_one_error_line(stop.value.code, capsys.readouterr().err, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["too-many-shots", "bad-checkpoint"])
+def test_bad_arguments_as_typed_are_one_line_and_exit_2(ucf, tmp_path, name):
+    result = run(bad_arguments(ucf, tmp_path, name))
+    assert_one_error_line(result.returncode, result.stderr, tmp_path)
+
+
+@pytest.mark.slow
 def test_base_to_novel_reports_base_novel_and_harmonic_mean(tmp_path):
     runs = []
     for seed in (0, 1):
@@ -150,6 +173,7 @@ def test_base_to_novel_reports_base_novel_and_harmonic_mean(tmp_path):
     assert avg["runs"] == 2 and "harmonic mean" in (tmp_path / "avg" / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_full_protocol_and_zero_shot_evaluation_over_three_splits(ucf, tmp_path):
     root, ckpt = ucf
     out = tmp_path / "full"
@@ -169,6 +193,7 @@ def test_full_protocol_and_zero_shot_evaluation_over_three_splits(ucf, tmp_path)
     assert json.loads((tmp_path / "clip" / "results.json").read_text())["trainable_params"] == 0
 
 
+@pytest.mark.slow
 def test_offline_demo_temporal_adapters_beat_frame_mean(tmp_path):
     """The README's first run, exactly as typed there (all defaults, seed 0), for the three --temporal choices.
 
@@ -243,6 +268,21 @@ def test_unreadable_test_video_is_counted_not_scored(tmp_path):
     assert (results["readable"]["videos"], results["readable"]["skipped"]) == (7, 0)
     assert results["broken"]["top1"] == pytest.approx(results["readable"]["top1"])  # the same 7 videos, once each
     assert results["broken"]["top5"] == pytest.approx(results["readable"]["top5"])
+    # The results table shows both numbers.
+    row = dict(row="split1", dataset="ucf101", split=1, subset=None, classes=3, **results["broken"])
+    runs.write_results(str(tmp_path / "out"), dict(dataset="ucf101", protocol="full", views="1x1", rows=[row],
+                                                      summary=evaluate.summarize("full", [row])))
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| videos | unreadable |" in table and "| 7 | 1 |" in table
+
+
+@pytest.mark.slow
+def test_unreadable_test_video_is_counted_not_scored_by_two_processes(tmp_path):
+    with_broken, readable = unreadable_split(tmp_path)
+    torch.manual_seed(0)
+    model = adapters.MSTA(clip.build_random("random-tiny"), num_frames=4, rank=8, blocks=(3, 4))
+    alone = evaluate.evaluate(model, data.VideoDataset("test", readable, ["a", "b", "c"], num_frames=4, train=False,
+                                                       resolution=32), torch.device("cpu"), batch_size=3)
     (tmp_path / "broken.py").write_text(UNREADABLE_SCRIPT.format(root=ROOT, items=with_broken))
     # Two processes: every readable video scored exactly once across the ranks, the unreadable one counted once.
     two = run(["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
@@ -250,13 +290,7 @@ def test_unreadable_test_video_is_counted_not_scored(tmp_path):
     assert two.returncode == 0, two.stderr[-2000:]
     gathered = json.loads(two.stdout.split("RESULT ")[1])
     assert (gathered["videos"], gathered["skipped"]) == (7, 1)
-    assert gathered["top1"] == pytest.approx(results["readable"]["top1"])
-    # The results table shows both numbers.
-    row = dict(row="split1", dataset="ucf101", split=1, subset=None, classes=3, **gathered)
-    runs.write_results(str(tmp_path / "out"), dict(dataset="ucf101", protocol="full", views="1x1", rows=[row],
-                                                      summary=evaluate.summarize("full", [row])))
-    table = (tmp_path / "out" / "results.md").read_text()
-    assert "| videos | unreadable |" in table and "| 7 | 1 |" in table
+    assert gathered["top1"] == pytest.approx(alone["top1"]) and gathered["top5"] == pytest.approx(alone["top5"])
 
 
 def vifi_base2novel_tree(root, src):

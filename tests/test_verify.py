@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from video import verify
-from tests.video_fixtures import ucf101_tree, write_video
+from conftest import ucf101_tree, write_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,6 +28,7 @@ def run(root, tmp_path, *extra):
     return p.returncode, (tmp_path / "report.txt").read_text() if (tmp_path / "report.txt").exists() else ""
 
 
+@pytest.mark.slow
 def test_complete_tree_passes_and_second_run_uses_the_cache(tree, tmp_path):
     code, report = run(tree, tmp_path)
     assert code == 0, report
@@ -43,6 +44,7 @@ def test_complete_tree_passes_and_second_run_uses_the_cache(tree, tmp_path):
     assert status == 0 and calls == []
 
 
+@pytest.mark.slow
 def test_missing_truncated_and_empty_videos_are_each_reported(tree, tmp_path):
     videos = tree / "UCF-101"
     (videos / "YoYo" / "v_YoYo_g02_c01.avi").unlink()  # missing (a training video of every split)
