@@ -97,6 +97,7 @@ def test_tf32_switch_and_the_paper_recipe(monkeypatch):
 
 
 # ------------------------------------------------------------------------------- syncs in a training step
+@pytest.mark.slow
 def test_a_training_step_makes_at_most_two_host_device_syncs(monkeypatch, tmp_path):
     """Every step of a real train.py run (3 epochs of 4 steps, meter read every 3 steps) counted on the CPU: the
     first step reads the new class tokens once (the text prefix cache, clip.py's trim), a step that reads the
@@ -269,6 +270,7 @@ def trained(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_evaluate_under_torchrun_shards_gathers_and_rank0_writes(trained, tmp_path, monkeypatch, capsys):
     one = evaluate.main(["--checkpoint", str(trained), "--workers", "0", "--output", str(tmp_path / "one")])
     two = torchrun(["evaluate.py", "--checkpoint", str(trained), "--workers", "0", "--output",
@@ -289,6 +291,7 @@ def ddp_check(mode, tmp_path, *argv):
                          "TMPDIR": str(tmp_path)})
 
 
+@pytest.mark.slow
 def test_two_processes_count_collectives_per_step(tmp_path):
     """With micro-batches of 2 (two passes per step on each process): no buffer broadcast, one gradient all-reduce
     per DDP bucket in the step's last backward only, and the meter's all-reduce only on the steps that read it."""
@@ -306,6 +309,7 @@ def test_two_processes_count_collectives_per_step(tmp_path):
             assert syncs(s) <= 2, (i, s)
 
 
+@pytest.mark.slow
 def test_resume_reads_the_checkpoint_on_rank_0_only(tmp_path):
     """Rank 1 cannot read checkpoints (as on a machine without the run folder): --resume still continues, and
     ends where an uninterrupted two-process run ends."""
@@ -322,6 +326,7 @@ def test_resume_reads_the_checkpoint_on_rank_0_only(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_a_failing_rank_prints_one_line_and_the_other_stops(tmp_path):
     out = ddp_check("fail", tmp_path, *TINY, "--epochs", "2", "--eval-every", "0",
                     "--output", str(tmp_path / "run"))

@@ -78,6 +78,7 @@ def tiny_run(tmp_path_factory):
     return d / "run", weights_file
 
 
+@pytest.mark.slow
 def test_every_run_folder_holds_the_pair(tiny_run):
     run, weights_file = tiny_run
     config = json.loads((run / "adapters.json").read_text())
@@ -99,6 +100,7 @@ def test_every_run_folder_holds_the_pair(tiny_run):
     assert not [p for p in os.listdir(run) if p.endswith(".tmp")]  # written atomically: no temporary file left
 
 
+@pytest.mark.slow
 def test_the_pair_is_json_and_safetensors_without_pickle(tiny_run, tmp_path):
     run, _ = tiny_run
     for name in weights.PAIR_FILES:
@@ -128,6 +130,7 @@ def header(run):
     return text, size, os.path.getsize(run / "adapters.safetensors") - 8 - size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("library", CLIENTS)
 def test_a_runs_pair_in_an_empty_folder_gives_this_projects_logits(library, tiny_run, tmp_path):
     package, client = CLIENTS[library]
@@ -151,6 +154,7 @@ def test_a_runs_pair_in_an_empty_folder_gives_this_projects_logits(library, tiny
     assert out.returncode == 3 and out.stderr.count("\n") == 1 and "weights_may_differ=True" in out.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_reads_a_folder_holding_only_the_pair(tiny_run, tmp_path, capsys):
     run, _ = tiny_run
     only = tmp_path / "only-the-pair"
@@ -170,6 +174,7 @@ def test_evaluate_reads_a_folder_holding_only_the_pair(tiny_run, tmp_path, capsy
     assert all(line.split("%  ")[1] in trained["args"]["classnames"] for line in lines[1:])
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_pair_whose_backbone_changed(tiny_run, tmp_path):
     run, _ = tiny_run
     only = tmp_path / "pair"
@@ -250,6 +255,7 @@ def test_reading_a_missing_or_broken_pair_is_one_line(tmp_path):
 
 
 # ---------------------------------------------------------- ViT-B/16: trained here, used in open_clip / HF
+@pytest.mark.slow
 def test_vit_b16_adapters_trained_here_give_the_same_logits_in_open_clip_and_hugging_face(tmp_path):
     """OpenAI-format random ViT-B/16 weights; the paper's adapters (conv, r 128 in blocks 8-12) trained here for
     3 steps on clip.py's model; the pair loaded onto open_clip's and Hugging Face's CLIP in a folder holding only

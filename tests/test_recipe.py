@@ -313,6 +313,7 @@ def test_ssv2_two_shot_steps_per_epoch_on_348_videos(tmp_path, monkeypatch):
     assert len(seen) == 352 and set(seen) == set(range(348)) and seen[348:] == seen[:4]
 
 
+@pytest.mark.slow
 def test_one_epoch_under_the_recipe_end_to_end(tmp_path, monkeypatch):
     """train.py under the recipe on a made-up UCF101 list (a tiny random ViCLIP typed over the recipe's): the text
     encoder reads the authors' prompts, the epoch has the padded number of steps, and results.json records the
