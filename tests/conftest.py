@@ -437,3 +437,15 @@ def math_attention(q, k, v, attn_mask=None):
     """softmax(q k^T / sqrt(d) + mask) v in plain matmuls, which torch's FLOP counter sees (its CPU kernel not)."""
     w = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
     return (w if attn_mask is None else w + attn_mask).softmax(-1) @ v
+
+
+def run_protocol(model, args, device, views=None, final=True):
+    """evaluate.run_protocol with the values evaluate.py resolves from a run's arguments (an argparse Namespace of
+    a checkpoint's arguments, as the tests make them)."""
+    import evaluate
+    from harness import settings
+    reader, lists = settings.data_source(args)
+    views = views or evaluate.test_views(args.dataset, args.clips, args.crops)
+    return evaluate.run_protocol(model, device, args.protocol, args.dataset, reader, args.data_root, lists, args.split,
+                                 args.seed, args.frames, views, args.precision, args.eval_batch_size, args.workers,
+                                 final=final)

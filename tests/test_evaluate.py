@@ -23,7 +23,7 @@ import prompts
 from harness import runs
 from harness import settings
 import train
-from conftest import CLASSES, TABLE, Items, Stub, table_answer, ucf101_id_tree
+from conftest import CLASSES, TABLE, Items, Stub, run_protocol, table_answer, ucf101_id_tree
 from video import synthetic
 
 @pytest.mark.parametrize("batch_size", [1, 3, 4])
@@ -83,15 +83,6 @@ def protocol_args(root, **kw):
     base = dict(dataset="ucf101", data_root=root, protocol="full", split=1, seed=0, shots=None, frames=4,
                 precision="fp32", workers=0, eval_batch_size=3, clips=None, crops=None, epochs=0)
     return argparse.Namespace(**{**base, **kw})
-
-def run_protocol(model, args, device, views=None, final=True):
-    """evaluate.run_protocol with the values evaluate.py resolves from a run's arguments (args, below)."""
-    reader, lists = settings.data_source(args)
-    views = views or evaluate.test_views(args.dataset, args.clips, args.crops)
-    return evaluate.run_protocol(model, device, args.protocol, args.dataset, reader, args.data_root, lists, args.split,
-                                 args.seed, args.frames, views, args.precision, args.eval_batch_size, args.workers,
-                                 final=final)
-
 
 
 @pytest.mark.parametrize("split", [1, 2, 3])

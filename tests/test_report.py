@@ -24,7 +24,7 @@ from harness import report
 from harness import runs
 from harness import settings
 import train
-from conftest import CLASSES, TABLE, Items, Stub, table_answer
+from conftest import CLASSES, TABLE, Items, Stub, run_protocol, table_answer
 from video import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,15 +99,6 @@ def synthetic_args(**kw):
     base = dict(dataset="synthetic", data_root=None, protocol="full", split=1, seed=0, shots=None, frames=4,
                 precision="fp32", workers=0, eval_batch_size=16, clips=None, crops=None, epochs=0)
     return argparse.Namespace(**{**base, **kw})
-
-def run_protocol(model, args, device, views=None, final=True):
-    """evaluate.run_protocol with the values evaluate.py resolves from a run's arguments (args, below)."""
-    reader, lists = settings.data_source(args)
-    views = views or evaluate.test_views(args.dataset, args.clips, args.crops)
-    return evaluate.run_protocol(model, device, args.protocol, args.dataset, reader, args.data_root, lists, args.split,
-                                 args.seed, args.frames, views, args.precision, args.eval_batch_size, args.workers,
-                                 final=final)
-
 
 
 def test_synthetic_demo_rows_per_class_and_confusion(tmp_path):
