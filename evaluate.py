@@ -354,13 +354,14 @@ def classify(model, classnames, paths, device, frames, views, precision="fp32", 
     return failed
 
 
-def trained_msta(args, ckpt, device):
-    """MSTA with a run's trained adapters: checkpoint.pt's on the backbone args.clip names, or an adapter pair's,
-    checked against that backbone first (models.msta_from_pair)."""
+def trained_msta(ckpt, device):
+    """MSTA with a run's trained adapters: checkpoint.pt's on the backbone its arguments name, or an adapter
+    pair's, checked against that backbone first (models.msta_from_pair)."""
+    run = ckpt["args"]
     if "pair" in ckpt:
-        return models.msta_from_pair(args.clip, device, ckpt["pair"], ckpt["adapters"], ckpt["path"])
-    model = models.build_msta(args.clip, device, args.frames, args.rank, args.blocks, args.scale, args.temporal,
-                              args.seed)
+        return models.msta_from_pair(run["clip"], device, ckpt["pair"], ckpt["adapters"], ckpt["path"])
+    model = models.build_msta(run["clip"], device, run["frames"], run["rank"], run["blocks"], run["scale"],
+                              run["temporal"], run["seed"])
     model.load_trainable_state_dict(ckpt["adapters"])
     return model
 
@@ -406,7 +407,7 @@ def main(argv=None):
             classnames = data.class_names(reader, args.data_root, args.class_text, **lists)
         default = VIEWS.get(args.dataset, (1, 1))
         views = (a.clips or default[0], a.crops or default[1])
-        model = trained_msta(args, plans[0][1], device)
+        model = trained_msta(plans[0][1], device)
         if classify(model, classnames, a.video, device, args.frames, views, args.precision, template=args.prompt):
             sys.exit(2)
         return None
@@ -429,7 +430,7 @@ def main(argv=None):
         if ckpt is None:
             model = FrozenCLIP(models.load_backbone(args.clip).to(device))
         else:
-            model = trained_msta(args, ckpt, device)
+            model = trained_msta(ckpt, device)
         reader, lists = settings.data_source(args)
         result = run_protocol(model, device, args.protocol, args.dataset, reader, args.data_root, lists, args.split,
                               args.seed, args.frames, test_views(args.dataset, args.clips, args.crops),

@@ -5,7 +5,6 @@ holding only adapters.py, a client and the pair onto open_clip's and Hugging Fac
 OpenAI-format weights, giving this project's logits: for a tiny run of train.py, and for a random ViT-B/16 whose
 adapters are trained here for a few steps (tests/pair_checks.py runs in that folder).
 """
-import argparse
 import json
 import os
 import re
@@ -46,7 +45,7 @@ def file_of_weights(path, cfg, seed):
 def project_logits(folder, videos):
     """This project's logits for `videos` from the adapter pair in `folder`: clip.py's backbone, the pair's prompts."""
     ckpt = runs.read_checkpoint(folder)
-    model = evaluate.trained_msta(argparse.Namespace(**ckpt["args"]), ckpt, torch.device("cpu")).eval()
+    model = evaluate.trained_msta(ckpt, torch.device("cpu")).eval()
     tokens = prompts.class_tokens(ckpt["args"]["classnames"])
     with torch.no_grad():
         return model(videos, tokens), tokens
