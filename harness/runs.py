@@ -384,15 +384,17 @@ class Meter:
         self.steps, self.unread, self.unread_seen = 0, torch.zeros(2, dtype=torch.float64, device=self.device), 0
 
     def update(self, step, loss, logits, labels, lr):
-        """Add one step's batch (this process's share) to the device sums; every `every` steps of the epoch read
-        them (summed over processes) and rewrite the progress line. Returns the mean loss over the global batches
+        """Add one step's batch (this process's share) to the device sums; at the epoch's 2nd step and every `every`
+        steps read them (summed over processes) and rewrite the progress line. Returns the mean loss over the global batches
         since the last read when this step read them (for --tensorboard), else None."""
         n = len(labels)
         # (loss x videos, correct) of this process's batch, added on the device: no read, no collective.
         self.unread += torch.stack([loss.detach().double() * n, (logits.argmax(-1) == labels).sum().double()])
         self.unread_seen += n * self.world  # every process takes the same share of each global batch
         self.steps += 1
-        if self.steps % self.every:
+        # The epoch's first progress line after its 2nd step (the 1st step of a run reads the class tokens already;
+        # a line early in the epoch shows it has started, with no guess at the ETA yet), then every `every` steps.
+        if self.steps != 2 and self.steps % self.every:
             return None
         return self.read(step, lr)
 

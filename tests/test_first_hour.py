@@ -108,7 +108,7 @@ def test_the_screen_says_where_everything_is(trained):
         assert str(out / name) in result.stdout, name
     assert "| test set |" in result.stdout  # the results table
     assert '"data_root"' not in result.stdout and '"data_root"' in (out / "log.txt").read_text()  # args: log only
-    assert "ETA --:--" in result.stdout  # the first step's progress line makes no guess
+    assert "ETA --:--" in result.stdout  # the epoch's first progress line (after its 2nd step) makes no guess
     assert re.search(r"epoch 1/2: .*test top-1 \d+\.\d%.*\(single view\)", result.stdout), result.stdout
     # results.json records every argument, including the ones left at their defaults.
     saved = json.loads((out / "results.json").read_text())
