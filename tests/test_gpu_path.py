@@ -294,7 +294,8 @@ def ddp_check(mode, tmp_path, *argv):
 @pytest.mark.slow
 def test_two_processes_count_collectives_per_step(tmp_path):
     """With micro-batches of 2 (two passes per step on each process): no buffer broadcast, one gradient all-reduce
-    per DDP bucket in the step's last backward only, and the meter's all-reduce only on the steps that read it."""
+    per DDP bucket in the step's last backward only, and the meter's all-reduce only on the steps that read it (each
+    epoch's 2nd, and every 3rd here)."""
     out = ddp_check("count", tmp_path, *TINY, "--epochs", "2", "--eval-every", "0", "--micro-batch", "2",
                     "--clips", "1", "--crops", "1", "--output", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -305,7 +306,7 @@ def test_two_processes_count_collectives_per_step(tmp_path):
         assert len(buckets) == 1 and buckets.pop() >= 1  # the same number every step: once per bucket
         for i, s in enumerate(steps):
             assert "_broadcast_coalesced" not in s and "broadcast" not in s, (i, s)
-            assert s.get("all_reduce", 0) == (1 if (i % 4 + 1) % 3 == 0 else 0), (i, s)
+            assert s.get("all_reduce", 0) == (1 if i % 4 + 1 == 2 or (i % 4 + 1) % 3 == 0 else 0), (i, s)
             assert syncs(s) <= 2, (i, s)
 
 

@@ -326,13 +326,14 @@ def test_train_writes_reports_that_agree_with_the_printed_top1(tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_tensorboard_logs_every_step_and_the_final_test(tmp_path):
+def test_tensorboard_logs_the_meters_reads_and_the_final_test(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     results = tiny_run(tmp_path / "tb", 0, "--tensorboard")
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
-    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]  # 32 clips, batch 8
-    assert events.Scalars("train/lr")[0].value == 0.0  # warm-up starts at 0
+    # 32 clips, batch 8: 4 steps; the loss is logged where the meter reads it (the epoch's 2nd step, every 20th).
+    assert [e.step for e in events.Scalars("train/loss")] == [2]
+    assert 0 < events.Scalars("train/lr")[0].value < 1e-2  # in the warm-up, below the demo's peak
     assert [e.step for e in events.Scalars("epoch/loss")] == [4]
     assert events.Scalars("final/split1_top1")[0].value == pytest.approx(results["summary"]["top1"])
