@@ -153,13 +153,18 @@ def test_a_runs_pair_in_an_empty_folder_gives_this_projects_logits(library, tiny
     assert out.returncode == 3 and out.stderr.count("\n") == 1 and "weights_may_differ=True" in out.stderr
 
 
+def pair_alone(run, folder):
+    """A folder holding only copies of a run's adapter pair: the folder."""
+    folder.mkdir()
+    for name in weights.PAIR_FILES:
+        shutil.copy(run / name, folder)
+    return folder
+
+
 @pytest.mark.slow
 def test_evaluate_reads_a_folder_holding_only_the_pair(tiny_run, tmp_path, capsys):
     run, _ = tiny_run
-    only = tmp_path / "only-the-pair"
-    only.mkdir()
-    for name in weights.PAIR_FILES:
-        shutil.copy(run / name, only)
+    only = pair_alone(run, tmp_path / "only-the-pair")
     trained = json.loads((run / "results.json").read_text())
     evaluate.main(["--checkpoint", str(only), "--workers", "0"])
     again = json.loads((only / "eval-synthetic-few-shot" / "results.json").read_text())
@@ -176,10 +181,7 @@ def test_evaluate_reads_a_folder_holding_only_the_pair(tiny_run, tmp_path, capsy
 @pytest.mark.slow
 def test_evaluate_refuses_a_pair_whose_backbone_changed(tiny_run, tmp_path):
     run, _ = tiny_run
-    only = tmp_path / "pair"
-    only.mkdir()
-    for name in weights.PAIR_FILES:
-        shutil.copy(run / name, only)
+    only = pair_alone(run, tmp_path / "pair")
     config = json.loads((only / "adapters.json").read_text())
     config["backbone"]["name"] = file_of_weights(tmp_path / "changed.pt", SMALL, seed=1)
     (only / "adapters.json").write_text(json.dumps(config))
